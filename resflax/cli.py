@@ -1,0 +1,100 @@
+"""``resflax train | eval | summary``: wiring only.
+
+  resflax train --config experiments/configs/mnist_resmlp.py --config.dataset=mnist_5k --workdir runs/q
+  resflax eval --workdir runs/q
+  resflax summary --config experiments/configs/mnist_resmlp.py
+
+Bad input (a ``ResflaxError``) is printed as one line, ``resflax: error: ...``, with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # before TensorFlow is imported anywhere
+
+USAGE_EXIT = 2
+
+
+def _split_overrides(rest: list[str]) -> list[tuple[str, str]]:
+  """``--config.a.b=v`` or ``--config.a.b v`` -> ``[('a.b', 'v')]``; anything else is an error."""
+  from resflax.errors import ConfigError
+  overrides, i = [], 0
+  while i < len(rest):
+    arg = rest[i]
+    if not arg.startswith('--config.'):
+      raise ConfigError(f'unexpected argument {arg!r}: overrides look like --config.key=value')
+    key, sep, value = arg[len('--config.'):].partition('=')
+    if not sep:
+      if i + 1 >= len(rest) or rest[i + 1].startswith('--'):
+        raise ConfigError(f'--config.{key} has no value: write --config.{key}=VALUE')
+      value, i = rest[i + 1], i + 1
+    overrides.append((key, value))
+    i += 1
+  return overrides
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog='resflax', description=__doc__.split('\n\n')[0])
+  sub = parser.add_subparsers(dest='command', required=True)
+  train = sub.add_parser('train', help='train (or resume) an experiment in --workdir')
+  train.add_argument('--config', required=True, help='an experiments/configs/*.py file')
+  train.add_argument('--workdir', required=True, help='run directory: checkpoints, metrics, config')
+  evaluate = sub.add_parser('eval', help='evaluate the latest checkpoint of --workdir')
+  evaluate.add_argument('--workdir', required=True)
+  summary = sub.add_parser('summary', help='the model table and its parameter counts')
+  summary.add_argument('--config', required=True)
+  return parser
+
+
+def _summary(config) -> str:
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+
+  from resflax import models
+  spec = models.get_spec(config.model)
+  model = models.build(config.model, num_outputs=10 if spec.task == 'classification' else 1)
+  x = jnp.zeros((1, *spec.input_shape), jnp.float32)
+  table = nn.tabulate(model, jax.random.key(0), compute_flops=True,
+                      console_kwargs={'width': 160, 'force_terminal': False})(x, train=False)
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+  count = lambda tree: sum(int(leaf.size) for leaf in jax.tree.leaves(tree))
+  trainable = count(variables['params'])
+  non_trainable = count({k: v for k, v in variables.items() if k != 'params'})
+  return f'{table}\ntrainable_params={trainable} non_trainable_params={non_trainable}'
+
+
+def main(argv: list[str] | None = None) -> int:
+  from resflax.errors import ResflaxError
+  args, rest = _parser().parse_known_args(argv)
+  warnings.formatwarning = lambda message, category, *_: f'resflax: warning: {message}\n'
+  try:
+    from resflax import config as config_lib
+    if args.command == 'eval':
+      if rest:
+        raise ResflaxError(f'unexpected arguments {rest}: eval takes only --workdir')
+      from resflax import train
+      metrics = train.evaluate(args.workdir)
+      print('eval ' + ' '.join(f'{k}={v:.4f}' if isinstance(v, float) else f'{k}={v}'
+                               for k, v in metrics.items()))
+      return 0
+    config = config_lib.from_args(args.config, _split_overrides(rest))
+    if args.command == 'summary':
+      print(_summary(config))
+      return 0
+    from resflax import train
+    result = train.train_and_evaluate(config, args.workdir)
+    print('final ' + ' '.join(f'{k}={v:.4f}' if isinstance(v, float) else f'{k}={v}'
+                              for k, v in result.items()), flush=True)
+    return 0
+  except ResflaxError as e:
+    print(f'resflax: error: {e}', file=sys.stderr)
+    return USAGE_EXIT
+
+
+if __name__ == '__main__':
+  sys.exit(main())

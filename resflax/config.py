@@ -1,0 +1,161 @@
+"""Experiment configs: the base config, loading a config file, and ``--config.key=value`` overrides.
+
+An experiment file (``experiments/configs/*.py``) defines ``get_config()`` returning an
+``ml_collections.ConfigDict``; it starts from ``base_config()`` so one override (say
+``--config.batch_size=64``) works across experiments. Overrides keep the type of the existing value:
+a wrong type or an unknown key is an error that names the key and the fix.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import json
+import pathlib
+
+import ml_collections
+
+from resflax.errors import ConfigError
+
+# Keys that may change when a run is resumed in the same workdir: they do not change the numbers
+# of the steps already taken. The run length may grow too, unless a cosine schedule depends on it.
+RESUMABLE_KEYS = frozenset({
+    'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints', 'progress', 'data_dir',
+    'download', 'eval_batch_size',
+})
+LENGTH_KEYS = frozenset({'num_epochs', 'num_train_steps'})
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every key an experiment may set, with its default. Experiments override what they need."""
+  c = ml_collections.ConfigDict()
+  c.model = ''  # a name from resflax.models.MODELS
+  c.dataset = 'mnist'  # a name from resflax.data.DATASETS
+  c.data_dir = ''  # tfds data dir; '' = tfds' default (~/tensorflow_datasets or $TFDS_DATA_DIR)
+  c.download = True  # may tfds download a dataset that is not on disk?
+  c.validation_split = 0.0  # 0: evaluate on 'test'; f > 0: hold out the last f of train (Keras)
+
+  c.batch_size = 128  # global batch, over all devices and processes
+  c.eval_batch_size = 500
+  c.num_epochs = 10
+  c.num_train_steps = -1  # > 0: stop after this many steps instead of num_epochs
+
+  c.loss = 'softmax_cross_entropy'  # | 'keras_binary_crossentropy' (the seeds, exactly) | 'mse'
+  c.optimizer = 'adam'  # | 'sgd'
+  c.amsgrad = True  # the seeds compile Adam(amsgrad=True)
+  c.learning_rate = 1e-3
+  c.momentum = 0.9  # sgd only
+  c.nesterov = False  # sgd only
+  c.weight_decay = 0.0  # L2 penalty coefficient added to the gradient (as Keras' l2 regulariser)
+  c.lr_schedule = 'constant'  # | 'cosine' | 'piecewise'
+  c.lr_boundaries_epochs = ()  # piecewise: epochs at which the rate is multiplied by lr_decay
+  c.lr_decay = 0.1
+  c.warmup_epochs = 0.0
+
+  c.seed = 0
+  c.parallel = 'jit'  # global-view jax.jit over a 1-D ('data',) mesh of all devices
+
+  c.log_every_steps = 50
+  c.checkpoint_every_steps = 0  # 0: at the end of every epoch only
+  c.keep_checkpoints = 3
+  c.progress = 'auto'  # 'auto' (a bar on a terminal, lines otherwise) | 'bar' | 'lines' | 'none'
+  return c
+
+
+def load(path: str | pathlib.Path) -> ml_collections.ConfigDict:
+  """Runs ``get_config()`` of the experiment file at ``path``."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    here = pathlib.Path('experiments/configs')
+    known = ', '.join(sorted(p.name for p in here.glob('*.py'))) if here.is_dir() else ''
+    raise ConfigError(
+        f'config file {str(path)!r} not found: pass --config path/to/experiment.py'
+        + (f' (experiments/configs has {known})' if known else ''))
+  spec = importlib.util.spec_from_file_location(f'resflax_config_{path.stem}', path)
+  module = importlib.util.module_from_spec(spec)
+  try:
+    spec.loader.exec_module(module)
+    config = module.get_config()
+  except AttributeError as e:
+    raise ConfigError(f'config file {str(path)!r} has no get_config(): {e}') from e
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ConfigError(f'get_config() in {str(path)!r} must return an ml_collections.ConfigDict')
+  return config
+
+
+def _parse(key: str, text: str, current):
+  """``text`` as a value of the same type as ``current``."""
+  kind = type(current)
+  try:
+    if isinstance(current, bool):
+      lowered = text.strip().lower()
+      if lowered not in ('true', 'false', '1', '0'):
+        raise ValueError
+      return lowered in ('true', '1')
+    if isinstance(current, int):
+      return int(text)
+    if isinstance(current, float):
+      return float(text)
+    if isinstance(current, str):
+      return text
+    if isinstance(current, (tuple, list)):
+      value = ast.literal_eval(text if text.strip() else '()')
+      value = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+      return kind(value)
+    if current is None:
+      try:
+        return ast.literal_eval(text)
+      except (ValueError, SyntaxError):
+        return text
+  except (ValueError, SyntaxError):
+    raise ConfigError(
+        f'--config.{key}={text!r}: expected {kind.__name__} like the current value {current!r}'
+    ) from None
+  raise ConfigError(f'--config.{key}: values of type {kind.__name__} cannot be overridden')
+
+
+def _all_keys(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
+  keys = []
+  for k, v in config.items():
+    keys.append(prefix + k)
+    if isinstance(v, ml_collections.ConfigDict):
+      keys += _all_keys(v, prefix + k + '.')
+  return keys
+
+
+def override(config: ml_collections.ConfigDict, key: str, text: str) -> None:
+  """Sets ``config.<key>`` (dotted path) from the command-line ``text``, keeping its type."""
+  *parents, leaf = key.split('.')
+  node = config
+  for part in parents:
+    node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+  if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+    close = difflib.get_close_matches(key, _all_keys(config), n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ''
+    raise ConfigError(f'unknown config key --config.{key}{hint}: '
+                      f"known keys are {', '.join(sorted(_all_keys(config)))}")
+  with node.ignore_type():
+    node[leaf] = _parse(key, text, node[leaf])
+
+
+def from_args(path: str, overrides: list[tuple[str, str]]) -> ml_collections.ConfigDict:
+  """Loads ``path`` and applies ``[(key, text), ...]`` in order; returns a locked config."""
+  config = load(path)
+  for key, text in overrides:
+    override(config, key, text)
+  config.lock()
+  return config
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+  """The config as stable, human-readable JSON (``config.json`` in a workdir)."""
+  return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=list)
+
+
+def differences(saved: dict, current: dict) -> list[str]:
+  """``key: saved -> current`` for each key that differs and matters for the numbers."""
+  free = RESUMABLE_KEYS | (LENGTH_KEYS if current.get('lr_schedule') != 'cosine' else set())
+  keys = sorted(set(saved) | set(current))
+  return [f'{k}: {saved.get(k)!r} -> {current.get(k)!r}' for k in keys
+          if k not in free and saved.get(k) != current.get(k)]

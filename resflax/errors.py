@@ -1,0 +1,33 @@
+"""Errors that a user can fix: the CLI prints them as one line and exits non-zero."""
+
+
+class ResflaxError(Exception):
+  """Base class: bad input that the user can fix. The message names the problem and the fix."""
+
+
+class ConfigError(ResflaxError):
+  """A missing config file, an unknown key or a value of the wrong type."""
+
+
+class UnknownNameError(ResflaxError):
+  """An unknown model or dataset name."""
+
+
+class DatasetNotFoundError(ResflaxError):
+  """A dataset that is neither on disk nor downloadable (offline)."""
+
+
+class ShapeMismatchError(ResflaxError):
+  """The dataset's examples do not fit the model's input."""
+
+
+class WorkdirError(ResflaxError):
+  """A workdir that holds a different run, or that cannot be written."""
+
+
+class CheckpointError(ResflaxError):
+  """A missing, truncated or corrupt checkpoint."""
+
+
+class NonFiniteLossError(ResflaxError):
+  """The training loss became NaN or Inf."""

@@ -1,0 +1,155 @@
+"""Faithful replicas of the seed notebooks' Keras models.
+
+Same layers, widths, kernel sizes, strides, paddings, activations, BatchNorm placement and Keras
+defaults (glorot-uniform kernels, zero biases, BN momentum 0.99 / epsilon 1e-3), so the trainable
+and non-trainable parameter counts equal the Keras originals (checked in tests/test_keras_parity.py).
+
+The models return logits (or the regression output); the seeds' final ``softmax`` is folded into the
+loss. Block outputs are sown into the ``intermediates`` collection as ``block{i}_output``, numbered
+as in the seed (``block1_output`` is the stem's output, as the seed's ``block_1_output``).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from resflax import blocks
+
+
+def _train_mode_layers(train: bool, axis_name: str | None):
+  """The norm and dropout factories with the train mode bound once, for the whole model."""
+  norm = functools.partial(blocks.keras_batch_norm, use_running_average=not train,
+                           axis_name=axis_name)
+  dropout = functools.partial(nn.Dropout, deterministic=not train)
+  return norm, dropout
+
+
+class ResidualMLP(nn.Module):
+  """Seed 002 In[2] (MNIST) and In[4] (CIFAR-10); with ``dense_additive`` In[7].
+
+  Dense128-relu x2 (stem, ``block_1_output``) -> ``num_blocks`` residual blocks of
+  2 x (Dense128 -> BN -> relu -> Dropout .5) -> Dense128-relu -> Dropout .5 -> Dense(num_outputs).
+  ``dense_additive=True`` adds every earlier block output back, not only the previous one.
+  """
+
+  num_outputs: int = 10
+  width: int = 128
+  num_blocks: int = 3
+  dropout_rate: float = 0.5
+  dense_additive: bool = False
+  axis_name: str | None = None  # BatchNorm's cross-device axis under pmap
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):  # x: [N, D]
+    norm, dropout = _train_mode_layers(train, self.axis_name)
+    dense = blocks.keras_dense
+    x = nn.relu(dense(self.width, name='stem0')(x))
+    x = nn.relu(dense(self.width, name='stem1')(x))
+    self.sow('intermediates', 'block1_output', x)
+    body = functools.partial(blocks.DenseNormActDropout, self.width, depth=2, dense=dense,
+                             norm=norm, dropout=functools.partial(dropout, self.dropout_rate))
+    bodies = [body] * self.num_blocks
+    if self.dense_additive:
+      x = blocks.DenseAdditiveStack(bodies, name='stack')(x)
+    else:
+      x = blocks.ResidualStack(bodies, name='stack')(x)
+    x = nn.relu(dense(self.width, name='head')(x))
+    self.sow('intermediates', 'pre_logits', x)
+    x = dropout(self.dropout_rate)(x)
+    return dense(self.num_outputs, name='logits')(x)
+
+
+class SeedResCNN(nn.Module):
+  """Seed 002 In[3] (MNIST, deep), In[5] (CIFAR-10, shallow), In[6] (CIFAR-10, deep).
+
+  Conv32-3-valid-relu -> Conv64-3-valid-relu -> MaxPool3 (``block_1_output``) -> ``num_blocks``
+  residual blocks at 64 channels -> Conv64-3-valid-relu -> global average pool -> Dense256-relu ->
+  Dropout .5 -> Dense(num_outputs).
+  Deep body (In[3]/In[6], 19 blocks: block_2 .. block_20): Conv-relu, BN, Conv-relu, add.
+  Shallow body (In[5], 2 blocks): (Conv -> BN -> relu) x 2, add.
+  """
+
+  num_blocks: int = 19
+  body: str = 'deep'  # 'deep' | 'shallow'
+  num_outputs: int = 10
+  dropout_rate: float = 0.5
+  axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):  # x: [N, H, W, C]
+    norm, dropout = _train_mode_layers(train, self.axis_name)
+    conv = blocks.keras_conv
+    x = nn.relu(conv(32, (3, 3), padding='VALID', name='stem0')(x))  # [N, H-2, W-2, 32]
+    x = nn.relu(conv(64, (3, 3), padding='VALID', name='stem1')(x))  # [N, H-4, W-4, 64]
+    x = nn.max_pool(x, (3, 3), strides=(3, 3), padding='VALID')  # [N, (H-4)//3, (W-4)//3, 64]
+    self.sow('intermediates', 'block1_output', x)
+    if self.body == 'deep':
+      body = functools.partial(blocks.ConvActNormConvAct, 64, conv=conv, norm=norm)
+    elif self.body == 'shallow':
+      body = functools.partial(blocks.ConvNormAct, 64, depth=2, conv=conv, norm=norm)
+    else:
+      raise ValueError(f"SeedResCNN body must be 'deep' or 'shallow', got {self.body!r}")
+    x = blocks.ResidualStack([body] * self.num_blocks, name='stack')(x)
+    x = nn.relu(conv(64, (3, 3), padding='VALID', name='head_conv')(x))
+    x = jnp.mean(x, axis=(1, 2))  # GlobalAveragePooling2D
+    x = nn.relu(blocks.keras_dense(256, name='head_dense')(x))
+    self.sow('intermediates', 'pre_logits', x)
+    x = dropout(self.dropout_rate)(x)
+    return blocks.keras_dense(self.num_outputs, name='logits')(x)
+
+
+class SteeringBranch(nn.Module):
+  """The residual branch of seed 000: Conv(3x3, same) -> Dropout .2 -> [Flatten] -> Dense64."""
+
+  conv_features: int
+  strides: int
+  flatten: bool
+  features: int = 64
+  dropout: blocks.ModuleFactory = nn.Dropout
+
+  @nn.compact
+  def __call__(self, x):
+    x = blocks.keras_conv(self.conv_features, (3, 3), strides=(self.strides, self.strides),
+                          padding='SAME', name='conv2')(x)
+    x = self.dropout(0.2)(x)
+    if self.flatten:
+      x = x.reshape(x.shape[0], -1)
+    return blocks.keras_dense(self.features, name='dense')(x)
+
+
+class SteeringNet(nn.Module):
+  """Seed 000: a 120x160x3 camera frame -> one steering angle, with a residual shortcut.
+
+  conv1 = Conv64 6x6 stride 3 valid (linear, as in Keras 1) -> Dropout .2 -> residual block whose
+  branch is ``SteeringBranch`` and whose shortcut is
+  - ``'pointwise'`` (method 1): ``PointwiseDenseShortcut(64)`` on the 39x52x64 map; the branch keeps
+    the shape (Conv64 3x3 stride 1, Dense64 per position); the sum is flattened before Dense(1);
+  - ``'flatten'`` (method 2): ``FlattenDenseShortcut(64)``; the branch is Conv128 3x3 stride 2,
+    Flatten, Dense64.
+  """
+
+  shortcut: str = 'pointwise'  # 'pointwise' | 'flatten'
+  num_outputs: int = 1
+  axis_name: str | None = None  # no BatchNorm here; kept for a uniform model interface
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):  # x: [N, 120, 160, 3]
+    _, dropout = _train_mode_layers(train, self.axis_name)
+    x = blocks.keras_conv(64, (6, 6), strides=(3, 3), padding='VALID', name='conv1')(x)
+    x = dropout(0.2)(x)  # [N, 39, 52, 64]
+    self.sow('intermediates', 'block1_output', x)
+    if self.shortcut == 'pointwise':
+      branch = functools.partial(SteeringBranch, 64, 1, flatten=False, dropout=dropout)
+      shortcut = functools.partial(blocks.PointwiseDenseShortcut, 64, dense=blocks.keras_dense)
+    elif self.shortcut == 'flatten':
+      branch = functools.partial(SteeringBranch, 128, 2, flatten=True, dropout=dropout)
+      shortcut = functools.partial(blocks.FlattenDenseShortcut, 64, dense=blocks.keras_dense)
+    else:
+      raise ValueError(f"SteeringNet shortcut must be 'pointwise' or 'flatten', got {self.shortcut!r}")
+    x = blocks.ResidualBlock(branch, shortcut, name='block2')(x)
+    self.sow('intermediates', 'block2_output', x)
+    x = x.reshape(x.shape[0], -1)
+    return blocks.keras_dense(self.num_outputs, name='angle_out')(x)

@@ -1,0 +1,252 @@
+"""The training loop: ``train_and_evaluate(config, workdir)`` and ``evaluate(workdir)``.
+
+config -> data.build -> models.build -> create_state (replicated on the mesh) -> restore the latest
+checkpoint -> for each batch: global array -> jitted train_step -> metrics every ``log_every_steps``
+-> eval at each epoch end -> checkpoints. Re-running the same command on the same workdir resumes
+from the latest checkpoint, on the same batches in the same order as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import json
+import math
+import pathlib
+import signal
+import threading
+import time
+
+import jax
+import ml_collections
+import numpy as np
+
+from resflax import config as config_lib
+from resflax import data as data_lib
+from resflax import models
+from resflax import parallel
+from resflax.errors import CheckpointError, ConfigError, NonFiniteLossError, WorkdirError
+from resflax.train import checkpoint as checkpoint_lib
+from resflax.train import state as state_lib
+from resflax.train import steps
+from resflax.train import writers
+
+# PRNG streams, all derived from jax.random.key(config.seed) with fold_in and these fixed tags.
+INIT_TAG, DROPOUT_TAG = 0, 1
+
+
+@dataclasses.dataclass
+class Experiment:
+  """Everything built from a config that the loop and ``evaluate`` share."""
+
+  config: ml_collections.ConfigDict
+  mesh: jax.sharding.Mesh
+  data: data_lib.Data
+  state: state_lib.TrainState  # freshly initialised, replicated on the mesh
+  train_step: callable
+  eval_step: callable
+  schedule: callable
+  total_steps: int
+
+
+def build(config: ml_collections.ConfigDict) -> Experiment:
+  """Checks the config against the model and data, then builds them. Writes nothing."""
+  if config.loss not in steps.LOSSES:
+    raise ConfigError(f'unknown --config.loss={config.loss!r}: use one of {", ".join(steps.LOSSES)}')
+  if config.parallel != 'jit':
+    raise ConfigError(f"unknown --config.parallel={config.parallel!r}: use 'jit'")
+  spec = models.get_spec(config.model)
+  if steps.task_of(config.loss) != spec.task:
+    fix = "mse" if spec.task == 'regression' else "softmax_cross_entropy"
+    raise ConfigError(f'--config.loss={config.loss} does not fit {config.model}, a {spec.task} '
+                      f'model: use --config.loss={fix}')
+  mesh = parallel.make_mesh()
+  parallel.check_batch_size(config.batch_size, mesh)
+  parallel.check_batch_size(config.eval_batch_size, mesh, 'eval_batch_size')
+  data = data_lib.build(config, spec.input_shape, process_index=jax.process_index(),
+                        process_count=jax.process_count())
+  if data.info.task != spec.task:
+    raise ConfigError(f'{config.model} is a {spec.task} model but {config.dataset} is a '
+                      f'{data.info.task} dataset: pick a model made for {config.dataset}')
+  if data.steps_per_epoch < 1:
+    raise ConfigError(f'--config.batch_size={config.batch_size} is larger than the '
+                      f'{data.info.num_train} training examples of {config.dataset}')
+  model = models.build(config.model, num_outputs=data.info.num_classes or 1)
+  total_steps = (config.num_train_steps if config.num_train_steps > 0
+                 else config.num_epochs * data.steps_per_epoch)
+  tx = state_lib.make_optimizer(config, data.steps_per_epoch)
+  replicated = parallel.replicated(mesh)
+  init_rng = jax.random.fold_in(jax.random.key(config.seed), INIT_TAG)
+  state = jax.jit(functools.partial(state_lib.create_state, model, tx, spec.input_shape),
+                  out_shardings=replicated)(init_rng)
+  train_step = jax.jit(functools.partial(steps.train_step, loss=config.loss), donate_argnums=0,
+                       out_shardings=(replicated, replicated))
+  eval_step = jax.jit(functools.partial(steps.eval_step, loss=config.loss), out_shardings=replicated)
+  return Experiment(config, mesh, data, state, train_step, eval_step,
+                    state_lib.learning_rate_schedule(config, data.steps_per_epoch), total_steps)
+
+
+def prepare_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
+  """Creates ``workdir`` and its ``config.json``; refuses a workdir that holds a different run."""
+  writers.check_writable(workdir)
+  saved_path = workdir / 'config.json'
+  current = json.loads(config_lib.to_json(config))
+  if saved_path.exists():
+    try:
+      saved = json.loads(saved_path.read_text())
+    except json.JSONDecodeError as e:
+      raise WorkdirError(f'{saved_path} is not valid JSON ({e}): use a new --workdir') from None
+    diff = config_lib.differences(saved, current)
+    if diff:
+      raise WorkdirError(f"workdir {str(workdir)!r} holds a run with a different config "
+                         f"({'; '.join(diff)}): use a new --workdir, or the same config to resume")
+  if jax.process_index() == 0:
+    saved_path.write_text(config_lib.to_json(config) + '\n')
+
+
+def run_eval(exp: Experiment, state: state_lib.TrainState) -> dict[str, float]:
+  """Mean metrics over every example of the eval split, each counted once."""
+  sums = None
+  for batch in exp.data.eval_batches():
+    out = exp.eval_step(state, parallel.global_batch(exp.mesh, batch))
+    sums = out if sums is None else jax.tree.map(np.add, sums, out)
+  sums = jax.device_get(sums)
+  count = float(sums.pop('count'))
+  return {k: float(v) / count for k, v in sums.items()}
+
+
+class _Preemption:
+  """SIGTERM (preemption, TPU maintenance) sets a flag; the loop saves and exits cleanly."""
+
+  def __init__(self):
+    self.requested = False
+
+  @contextlib.contextmanager
+  def installed(self):
+    if threading.current_thread() is not threading.main_thread():
+      yield self
+      return
+    previous = signal.signal(signal.SIGTERM, lambda *_: setattr(self, 'requested', True))
+    try:
+      yield self
+    finally:
+      signal.signal(signal.SIGTERM, previous)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
+  """Trains ``config`` in ``workdir`` (resuming if it holds a checkpoint); returns the last eval."""
+  workdir = pathlib.Path(workdir)
+  exp = build(config)
+  prepare_workdir(workdir, config)
+  is_main = jax.process_index() == 0
+  ckpt = checkpoint_lib.Checkpoints(workdir / 'checkpoints', keep=config.keep_checkpoints)
+  state, meta = ckpt.restore_latest(exp.state)
+  start = int(jax.device_get(state.step))
+  writer = writers.MetricsWriter(workdir, enabled=is_main)
+  writer.truncate_after(start)
+  spe, total = exp.data.steps_per_epoch, exp.total_steps
+  progress = writers.Progress(config.progress, total, start, enabled=is_main)
+  if meta is not None and is_main:
+    progress.log({'split': 'note', 'step': start, 'epoch': start // spe, 'resumed_from': str(ckpt.directory / str(start))})
+  dropout_rng = jax.jit(lambda: jax.random.fold_in(jax.random.key(config.seed), DROPOUT_TAG),
+                        out_shardings=parallel.replicated(exp.mesh))()
+  last_eval, last_saved = None, (start if meta is not None else None)
+  pending: list[dict] = []  # per-step metrics still on device; fetched every log_every_steps
+  interval_start = time.perf_counter()
+  images_per_step = config.batch_size
+
+  def log_train(step: int) -> None:
+    """Fetches the pending metrics, stops on a non-finite loss, writes their mean."""
+    nonlocal pending, interval_start
+    if not pending:
+      return
+    fetched = jax.device_get(pending)
+    elapsed = time.perf_counter() - interval_start
+    for i, m in enumerate(fetched):
+      if not np.isfinite(m['loss']):
+        bad = step - len(fetched) + i + 1
+        ckpt.wait()
+        kept = (f'the last good checkpoint, step {last_saved}, is kept in {ckpt.directory}'
+                if last_saved is not None else 'no checkpoint was written')
+        raise NonFiniteLossError(
+            f"loss became {m['loss']} at step {bad} (epoch {(bad - 1) // spe}): training stopped; "
+            f'{kept}. Lower --config.learning_rate or check the data')
+    row = {'step': step, 'split': 'train', 'epoch': (step - 1) // spe}
+    row.update({k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]})
+    row['learning_rate'] = float(exp.schedule(step - 1))
+    row['images_per_sec'] = len(fetched) * images_per_step / max(elapsed, 1e-9)
+    row['wall_time'] = time.time()
+    writer.write(row)
+    progress.log(row)
+    pending, interval_start = [], time.perf_counter()
+
+  def evaluate_and_log(step: int) -> dict:
+    metrics = run_eval(exp, state)
+    row = {'step': step, 'split': 'eval', 'epoch': (step - 1) // spe, **metrics,
+           'wall_time': time.time()}
+    writer.write(row)
+    progress.log(row)
+    return metrics
+
+  def save(step: int) -> None:
+    nonlocal last_saved
+    ckpt.save(step, state, {'step': step, 'epoch': step // spe, 'steps_per_epoch': spe})
+    last_saved = step
+
+  preemption = _Preemption()
+  step = start
+  try:
+    with preemption.installed():
+      for epoch in range(start // spe, math.ceil(total / spe)):
+        for batch in exp.data.train_batches(epoch, start_step=step - epoch * spe):
+          if step >= total:
+            break
+          state, metrics = exp.train_step(state, parallel.global_batch(exp.mesh, batch), dropout_rng)
+          pending.append(metrics)
+          step += 1
+          progress.step()
+          epoch_end = step % spe == 0 or step == total
+          save_due = epoch_end or (config.checkpoint_every_steps > 0
+                                   and step % config.checkpoint_every_steps == 0)
+          if step % config.log_every_steps == 0 or save_due or preemption.requested:
+            log_train(step)
+          if epoch_end:
+            last_eval = evaluate_and_log(step)
+          if save_due or preemption.requested:
+            save(step)
+          if epoch_end or save_due:
+            interval_start = time.perf_counter()  # eval and saving are not training throughput
+          if preemption.requested:
+            ckpt.wait()
+            progress.log({'split': 'note', 'step': step, 'epoch': epoch,
+                          'preempted': f'SIGTERM: saved step {step}; rerun the command to resume'})
+            return {'preempted_at_step': step}
+      if last_eval is None:  # nothing left to train: report the restored state
+        last_eval = run_eval(exp, state)
+  finally:
+    ckpt.wait()
+    ckpt.close()
+    writer.close()
+    progress.close()
+  return {'step': step, **last_eval}
+
+
+def evaluate(workdir: str | pathlib.Path) -> dict:
+  """Evaluates the latest checkpoint of ``workdir`` with the config saved there."""
+  workdir = pathlib.Path(workdir)
+  config_path = workdir / 'config.json'
+  if not config_path.exists():
+    raise WorkdirError(f'{config_path} not found: {str(workdir)!r} is not a resflax run directory '
+                       '(train one with `resflax train --config ... --workdir`)')
+  config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+  exp = build(config)
+  ckpt = checkpoint_lib.Checkpoints(workdir / 'checkpoints', create=False)
+  try:
+    state, meta = ckpt.restore_latest(exp.state, set_aside=False)
+  finally:
+    ckpt.close()
+  if meta is None:
+    raise CheckpointError(f'no readable checkpoint in {ckpt.directory}: train first, or point '
+                          '--workdir at a run directory that has one')
+  return {'step': int(jax.device_get(state.step)), **run_eval(exp, state)}

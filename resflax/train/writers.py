@@ -1,0 +1,102 @@
+"""Where metrics go: ``metrics.jsonl``, TensorBoard event files, and the terminal.
+
+Only process 0 writes files (``enabled=False`` elsewhere). ``metrics.jsonl`` has one JSON object
+per line: ``step``, ``split`` ('train' | 'eval'), ``epoch``, the metrics, ``learning_rate``,
+``images_per_sec`` and ``wall_time`` (seconds since the epoch); the last two are the only fields that
+differ between two runs of the same command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import sys
+
+from resflax.errors import WorkdirError
+
+WALL_CLOCK_FIELDS = ('images_per_sec', 'wall_time')
+
+
+class MetricsWriter:
+  """Appends rows to ``metrics.jsonl`` and TensorBoard scalars ``<split>/<name>``."""
+
+  def __init__(self, workdir: pathlib.Path, enabled: bool = True):
+    self.enabled = enabled
+    self.path = pathlib.Path(workdir) / 'metrics.jsonl'
+    self._tb = None
+    if enabled:
+      from flax.metrics import tensorboard  # imports TensorFlow: only where it is used
+      self._tb = tensorboard.SummaryWriter(str(pathlib.Path(workdir) / 'tensorboard'))
+
+  def truncate_after(self, step: int) -> None:
+    """Drops rows past ``step``: a resumed run logs them again, identically."""
+    if not self.enabled or not self.path.exists():
+      return
+    rows = [line for line in self.path.read_text().splitlines()
+            if line.strip() and json.loads(line)['step'] <= step]
+    tmp = self.path.with_suffix('.jsonl.tmp')
+    tmp.write_text(''.join(r + '\n' for r in rows))
+    os.replace(tmp, self.path)
+
+  def write(self, row: dict) -> None:
+    if not self.enabled:
+      return
+    with self.path.open('a') as f:
+      f.write(json.dumps(row) + '\n')
+    for key, value in row.items():
+      if key not in ('step', 'split', 'epoch', 'wall_time') and isinstance(value, (int, float)):
+        self._tb.scalar(f"{row['split']}/{key}", value, row['step'])
+    self._tb.flush()
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+def check_writable(workdir: pathlib.Path) -> None:
+  """Creates ``workdir`` if needed; one clear error if it cannot be written."""
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    probe = workdir / '.resflax_write_test'
+    probe.write_text('')
+    probe.unlink()
+  except OSError as e:
+    raise WorkdirError(f'cannot write to workdir {str(workdir)!r} ({e.strerror or e}): choose a '
+                       'writable --workdir') from None
+
+
+def format_row(row: dict) -> str:
+  skip = ('split', 'step', 'epoch', 'wall_time')
+  parts = [f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
+           for k, v in row.items() if k not in skip]
+  return f"{row['split']:5s} step {row['step']} epoch {row['epoch']}: " + ' '.join(parts)
+
+
+class Progress:
+  """A tqdm bar (step, loss, images/sec) on a terminal; plain lines otherwise."""
+
+  def __init__(self, mode: str, total: int, initial: int, enabled: bool = True):
+    if mode == 'auto':
+      mode = 'bar' if sys.stderr.isatty() else 'lines'
+    self.mode = mode if enabled else 'none'
+    self.bar = None
+    if self.mode == 'bar':
+      import tqdm
+      self.bar = tqdm.tqdm(total=total, initial=initial, unit='step', dynamic_ncols=True)
+
+  def step(self) -> None:
+    if self.bar is not None:
+      self.bar.update(1)
+
+  def log(self, row: dict) -> None:
+    if self.bar is not None and row['split'] == 'train':
+      self.bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row.get('images_per_sec', 0):.0f}")
+    elif self.bar is not None:
+      self.bar.write(format_row(row))
+    elif self.mode == 'lines':
+      print(format_row(row), flush=True)
+
+  def close(self) -> None:
+    if self.bar is not None:
+      self.bar.close()
