@@ -31,6 +31,38 @@ keras_conv = functools.partial(nn.Conv, kernel_init=nn.initializers.glorot_unifo
 keras_batch_norm = functools.partial(nn.BatchNorm, momentum=0.99, epsilon=1e-3)
 
 
+class Dropout(nn.Dropout):
+  """``nn.Dropout`` whose masks do not depend on how the batch is split over devices.
+
+  Under ``jax.jit`` on a mesh (``axis_name=None``) it is exactly ``nn.Dropout``: with
+  ``jax_threefry_partitionable`` the mask of the global batch is the same on 1 or 8 devices. Under
+  ``jax.pmap`` (``axis_name='data'``) each device draws the mask of the whole global batch from the
+  same key and keeps its own rows, so the pmap path drops the same units as the jit path.
+  """
+
+  axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+    deterministic = nn.merge_param('deterministic', self.deterministic, deterministic)
+    if deterministic or self.rate == 0.0:
+      return inputs
+    if self.rate == 1.0:
+      return jnp.zeros_like(inputs)
+    keep_prob = 1.0 - self.rate
+    rng = self.make_rng(self.rng_collection) if rng is None else rng
+    b = inputs.shape[0]
+    n = 1 if self.axis_name is None else jax.lax.psum(1, self.axis_name)
+    shape = [n * b, *inputs.shape[1:]]
+    for dim in self.broadcast_dims:
+      shape[dim] = 1
+    mask = jax.random.bernoulli(rng, p=keep_prob, shape=shape)  # [global batch, ...]
+    if n > 1 and mask.shape[0] > 1:
+      mask = jax.lax.dynamic_slice_in_dim(mask, jax.lax.axis_index(self.axis_name) * b, b)
+    mask = jnp.broadcast_to(mask, inputs.shape)
+    return jax.lax.select(mask, inputs / keep_prob, jnp.zeros_like(inputs))
+
+
 # ----------------------------------------------------------------------------------------------
 # Shortcuts: how x reaches the merge.
 # ----------------------------------------------------------------------------------------------
@@ -269,3 +301,287 @@ class DenseAdditiveStack(nn.Module):
       self.sow('intermediates', f'block{i}_output', y)
       outputs.append(y)
     return outputs[-1]
+
+
+# ----------------------------------------------------------------------------------------------
+# Parts of the CIFAR paper models (resflax/models: resnet_cifar, preact_resnet, resnext, densenet,
+# highway): bodies, the highway merge, stochastic depth, DenseNet layers and transitions.
+# ----------------------------------------------------------------------------------------------
+# The papers' Torch code (fb.resnet.torch and the code built on it): He-normal kernels with
+# std sqrt(2 / (k*k*out_channels)) and no bias (BatchNorm follows), BatchNorm momentum 0.9
+# (torch's 0.1) and epsilon 1e-5. 3x3 convs pad 1 on each side, as torch does, so a stride-2 conv
+# looks at the same positions (0, 2, 4, ...) as the option-A shortcut ``x[::2, ::2]``.
+he_conv = functools.partial(
+    nn.Conv, use_bias=False,
+    kernel_init=nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'))
+torch_batch_norm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
+
+
+class ConvNormActConvNorm(nn.Module):
+  """3x3 conv (stride) -> norm -> act -> 3x3 conv -> norm: the ResNet v1 basic body.
+
+  1512.03385 fig. 2 (left) and sec. 4.2. The activation after the addition belongs to the model:
+  a v1 block is ``act(body(x) + shortcut(x))``; a plain block (no shortcut) ``act(body(x))``.
+  """
+
+  features: int
+  strides: int = 1
+  conv: ModuleFactory = nn.Conv
+  norm: ModuleFactory = nn.BatchNorm
+  act: Activation = nn.relu
+
+  @nn.compact
+  def __call__(self, x):  # [N, H, W, C] -> [N, H/s, W/s, features]
+    s = (self.strides, self.strides)
+    x = self.conv(self.features, (3, 3), strides=s, padding=1, name='conv0')(x)
+    x = self.act(self.norm(name='norm0')(x))
+    x = self.conv(self.features, (3, 3), padding=1, name='conv1')(x)
+    return self.norm(name='norm1')(x)
+
+
+class BottleneckBody(nn.Module):
+  """1x1 conv -> norm -> act -> 3x3 conv (stride, groups) -> norm -> act -> 1x1 conv -> norm.
+
+  With ``groups=1`` the ResNet v1 bottleneck (1512.03385 fig. 5 right). With ``groups=C`` and
+  ``width=C*d`` the ResNeXt block (1611.05431 fig. 3c): the C paths of width d are one grouped 3x3
+  convolution (``feature_group_count=C``), not a loop over groups.
+  """
+
+  features: int  # output channels
+  width: int  # channels of the 3x3 convolution
+  strides: int = 1
+  groups: int = 1
+  conv: ModuleFactory = nn.Conv
+  norm: ModuleFactory = nn.BatchNorm
+  act: Activation = nn.relu
+
+  @nn.compact
+  def __call__(self, x):  # [N, H, W, C] -> [N, H/s, W/s, features]
+    s = (self.strides, self.strides)
+    x = self.act(self.norm(name='norm0')(self.conv(self.width, (1, 1), padding=0, name='conv0')(x)))
+    x = self.conv(self.width, (3, 3), strides=s, padding=1, feature_group_count=self.groups,
+                  name='conv1')(x)
+    x = self.act(self.norm(name='norm1')(x))
+    x = self.conv(self.features, (1, 1), padding=0, name='conv2')(x)
+    return self.norm(name='norm2')(x)
+
+
+class PreActBasicBody(nn.Module):
+  """[norm -> act] -> 3x3 conv (stride) -> norm -> act -> 3x3 conv: full pre-activation.
+
+  1603.05027 fig. 1b / fig. 4e. The block is ``body(x) + shortcut(x)`` with nothing after the
+  addition. ``preact=False`` leaves out the leading norm -> act, for a unit whose pre-activation is
+  shared with its projection shortcut (``PreActivation``).
+  """
+
+  features: int
+  strides: int = 1
+  preact: bool = True
+  conv: ModuleFactory = nn.Conv
+  norm: ModuleFactory = nn.BatchNorm
+  act: Activation = nn.relu
+
+  @nn.compact
+  def __call__(self, x):
+    if self.preact:
+      x = self.act(self.norm(name='norm0')(x))
+    x = self.conv(self.features, (3, 3), strides=(self.strides, self.strides), padding=1,
+                  name='conv0')(x)
+    x = self.act(self.norm(name='norm1')(x))
+    return self.conv(self.features, (3, 3), padding=1, name='conv1')(x)
+
+
+class PreActBottleneckBody(nn.Module):
+  """[norm -> act] -> 1x1 conv (stride) -> norm -> act -> 3x3 conv -> norm -> act -> 1x1 conv.
+
+  The ResNet-164 / ResNet-1001 unit of 1603.05027 (fig. 4e, sec. 4.1): 1x1 to ``features // 4``,
+  3x3, 1x1 back to ``features``. The stride sits on the first 1x1, as in the authors' code
+  (KaimingHe/resnet-1k-layers, resnet-pre-act.lua). ``preact`` as in ``PreActBasicBody``.
+  """
+
+  features: int
+  strides: int = 1
+  preact: bool = True
+  conv: ModuleFactory = nn.Conv
+  norm: ModuleFactory = nn.BatchNorm
+  act: Activation = nn.relu
+
+  @nn.compact
+  def __call__(self, x):
+    width = self.features // 4
+    if self.preact:
+      x = self.act(self.norm(name='norm0')(x))
+    x = self.conv(width, (1, 1), strides=(self.strides, self.strides), padding=0, name='conv0')(x)
+    x = self.act(self.norm(name='norm1')(x))
+    x = self.conv(width, (3, 3), padding=1, name='conv1')(x)
+    x = self.act(self.norm(name='norm2')(x))
+    return self.conv(self.features, (1, 1), padding=0, name='conv2')(x)
+
+
+class PreActivation(nn.Module):
+  """``inner(act(norm(x)))``: one norm -> act shared by both branches of the unit ``inner``.
+
+  In 1603.05027 (authors' code, resnet-pre-act.lua) a unit that changes the shape applies its
+  first BN -> ReLU before it splits, so the 1x1 projection shortcut sees the pre-activated input;
+  ``inner`` is then ``ResidualBlock(body(preact=False), ProjectionShortcut)``.
+  """
+
+  inner: ModuleFactory
+  norm: ModuleFactory = nn.BatchNorm
+  act: Activation = nn.relu
+
+  @nn.compact
+  def __call__(self, x):
+    return self.inner(name='inner')(self.act(self.norm(name='norm')(x)))
+
+
+class ConvAct(nn.Module):
+  """Conv -> [norm] -> act: one plain layer (with a bias when there is no norm).
+
+  The ``H`` of a convolutional highway layer (1507.06228 sec. 4.1) and the plain layers around
+  the highway layers.
+  """
+
+  features: int
+  kernel_size: tuple[int, int] = (3, 3)
+  strides: int = 1
+  conv: ModuleFactory = nn.Conv
+  norm: ModuleFactory | None = None
+  act: Activation = nn.relu
+
+  @nn.compact
+  def __call__(self, x):
+    pad = self.kernel_size[0] // 2
+    x = self.conv(self.features, self.kernel_size, strides=(self.strides, self.strides),
+                  padding=pad, use_bias=self.norm is None, name='conv')(x)
+    return self.act(x if self.norm is None else self.norm(name='norm')(x))
+
+
+class HighwayMerge(nn.Module):
+  """``T(x) * H(x) + (1 - T(x)) * x`` with ``T(x) = sigmoid(gate(x))``: the highway merge.
+
+  1505.00387 eq. 3 / 1507.06228 eq. 3, as a merge for ``ResidualBlock(body=H, merge=...)``: ``x``
+  is the shortcut's output (the identity for a highway layer, which keeps the shape), ``H(x)`` the
+  body's. ``gate`` is called as ``gate(features, bias_init=...)``: ``nn.Dense`` (the default)
+  for MLPs and a pointwise gate on conv maps, ``partial(nn.Conv, kernel_size=(3, 3), padding=1)``
+  for the convolutional highway layer (1507.06228 sec. 4.1). The gate bias starts negative
+  (1507.06228 sec. 2.2: "e.g. -1, -3"), so a new layer mostly carries ``x`` through. The gate
+  values are sown as ``transform_gate``.
+  """
+
+  gate: ModuleFactory = nn.Dense
+  gate_bias: float = -2.0
+
+  @nn.compact
+  def __call__(self, body_out, shortcut_out):
+    gate = self.gate(shortcut_out.shape[-1], bias_init=nn.initializers.constant(self.gate_bias),
+                     name='gate')
+    t = nn.sigmoid(gate(shortcut_out))
+    self.sow('intermediates', 'transform_gate', t)
+    return t * body_out + (1.0 - t) * shortcut_out
+
+
+def linear_decay_survival(num_blocks: int, last: float) -> list[float]:
+  """``p_l = 1 - l / L * (1 - p_L)`` for blocks ``l = 1 .. L`` (1603.09382 eq. 4); ``p_0 = 1``."""
+  return [1.0 - l / num_blocks * (1.0 - last) for l in range(1, num_blocks + 1)]
+
+
+class StochasticDepth(nn.Module):
+  """Wraps a residual branch: drops it at random in training, scales it at eval (1603.09382).
+
+  Use it as the body of any residual block, ``ResidualBlock(body=partial(StochasticDepth, body=f,
+  survival_prob=p_l, deterministic=not train))``: in training the block is
+  ``shortcut(x) + b * f(x)`` with ``b ~ Bernoulli(p_l)`` (eq. 2), so a dropped block is exactly its
+  shortcut (the identity where the shape is kept); at eval it is ``shortcut(x) + p_l * f(x)``
+  (eq. 5).
+
+  ``per_example=True`` draws ``b`` per example (as timm's DropPath / torchvision's "row" mode);
+  ``False`` draws one ``b`` per mini-batch, as the paper (sec. 3) and its code do. The branch is
+  computed either way (a jit-compiled step has fixed shapes), so there is no speed-up, and the
+  branch's BatchNorm statistics see the dropped examples too. The keep mask is sown as ``keep``.
+
+  Randomness comes from its own rng collection, ``'stochastic_depth'`` (``rng_collection``):
+  ``apply(..., rngs={'dropout': k1, 'stochastic_depth': k2})``. Under ``jax.pmap``
+  (``axis_name`` set) every device draws the mask of the whole global batch from the same key and
+  keeps its own rows, as ``Dropout`` does, so the drops do not depend on the device count.
+  """
+
+  body: ModuleFactory
+  survival_prob: float = 1.0
+  deterministic: bool | None = None
+  per_example: bool = True
+  rng_collection: str = 'stochastic_depth'
+  axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool | None = None):
+    deterministic = nn.merge_param('deterministic', self.deterministic, deterministic)
+    y = self.body(name='body')(x)
+    if self.survival_prob >= 1.0:
+      return y
+    if deterministic:
+      return y * self.survival_prob
+    rng = self.make_rng(self.rng_collection)
+    if self.per_example:
+      b = y.shape[0]
+      n = 1 if self.axis_name is None else jax.lax.psum(1, self.axis_name)
+      keep = jax.random.bernoulli(rng, self.survival_prob, (n * b,))  # [global batch]
+      if n > 1:
+        keep = jax.lax.dynamic_slice_in_dim(keep, jax.lax.axis_index(self.axis_name) * b, b)
+    else:
+      keep = jax.random.bernoulli(rng, self.survival_prob, (1,))
+    self.sow('intermediates', 'keep', keep)
+    keep = keep.reshape((-1,) + (1,) * (y.ndim - 1))
+    return jnp.where(keep, y, jnp.zeros_like(y))
+
+
+class DenseNetLayerBody(nn.Module):
+  """One DenseNet layer: norm -> act -> 3x3 conv (``features`` = the growth rate k).
+
+  1608.06993 sec. 3, "Composite function". With ``bottleneck_features`` (DenseNet-B/BC: 4k) a
+  norm -> act -> 1x1 conv to that width comes first ("Bottleneck layers"). ``dropout`` (if given)
+  follows each conv (rate 0.2 without data augmentation). A dense layer is
+  ``ResidualBlock(body, merge=ConcatMerge)``: its output is ``[x, body(x)]`` on the channels.
+  """
+
+  features: int
+  bottleneck_features: int | None = None
+  conv: ModuleFactory = nn.Conv
+  norm: ModuleFactory = nn.BatchNorm
+  act: Activation = nn.relu
+  dropout: ModuleFactory | None = None
+
+  @nn.compact
+  def __call__(self, x):
+    if self.bottleneck_features:
+      x = self.act(self.norm(name='norm0')(x))
+      x = self.conv(self.bottleneck_features, (1, 1), padding=0, name='conv0')(x)
+      if self.dropout is not None:
+        x = self.dropout()(x)
+    x = self.act(self.norm(name='norm1')(x))
+    x = self.conv(self.features, (3, 3), padding=1, name='conv1')(x)
+    if self.dropout is not None:
+      x = self.dropout()(x)
+    return x
+
+
+class DenseNetTransition(nn.Module):
+  """norm -> act -> 1x1 conv to ``features`` -> [dropout] -> 2x2 average pool, stride 2.
+
+  1608.06993 sec. 3, "Pooling layers"; DenseNet-C/BC passes ``features = floor(theta * m)``
+  ("Compression", theta = 0.5).
+  """
+
+  features: int
+  conv: ModuleFactory = nn.Conv
+  norm: ModuleFactory = nn.BatchNorm
+  act: Activation = nn.relu
+  dropout: ModuleFactory | None = None
+
+  @nn.compact
+  def __call__(self, x):  # [N, H, W, C] -> [N, H/2, W/2, features]
+    x = self.act(self.norm(name='norm')(x))
+    x = self.conv(self.features, (1, 1), padding=0, name='conv')(x)
+    if self.dropout is not None:
+      x = self.dropout()(x)
+    return nn.avg_pool(x, (2, 2), strides=(2, 2))

@@ -3,6 +3,9 @@
   resflax train --config experiments/configs/mnist_resmlp.py --config.dataset=mnist_5k --workdir runs/q
   resflax eval --workdir runs/q
   resflax summary --config experiments/configs/mnist_resmlp.py
+  resflax report runs/a runs/b --out reports/ab        # markdown table + PNG plots
+  resflax export --workdir runs/steering --out exported/   # TF SavedModel + TFLite for a Donkeycar
+  resflax bench --models mnist_resmlp --json bench.json     # step time vs Keras 3 and PyTorch
 
 Bad input (a ``ResflaxError``) is printed as one line, ``resflax: error: ...``, with exit code 2.
 """
@@ -10,6 +13,7 @@ Bad input (a ``ResflaxError``) is printed as one line, ``resflax: error: ...``, 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import warnings
@@ -47,6 +51,18 @@ def _parser() -> argparse.ArgumentParser:
   evaluate.add_argument('--workdir', required=True)
   summary = sub.add_parser('summary', help='the model table and its parameter counts')
   summary.add_argument('--config', required=True)
+  report = sub.add_parser('report', help='a markdown table + PNG plots from run directories')
+  report.add_argument('runs', nargs='+', metavar='RUN_DIR', help='--workdir of resflax train runs')
+  report.add_argument('--out', required=True, help='directory for report.md and the PNGs')
+  export = sub.add_parser('export', help='a trained steering model as TF SavedModel + TFLite')
+  export.add_argument('--workdir', required=True, help='run directory with a checkpoint')
+  export.add_argument('--out', required=True, help='new directory for saved_model/, model.tflite')
+  export.add_argument('--throttle', type=float, default=None,
+                      help="also output this constant throttle (Donkeycar's KerasLinear layout)")
+  export.add_argument('--no-tflite', dest='tflite', action='store_false', help='SavedModel only')
+  # Its own options (resflax bench --help) are parsed by resflax.bench.
+  sub.add_parser('bench', add_help=False,
+                 help="train-step speed vs Keras 3 and PyTorch (pip install -e '.[bench]')")
   return parser
 
 
@@ -73,7 +89,23 @@ def main(argv: list[str] | None = None) -> int:
   args, rest = _parser().parse_known_args(argv)
   warnings.formatwarning = lambda message, category, *_: f'resflax: warning: {message}\n'
   try:
+    if args.command == 'bench':
+      from resflax import bench
+      return bench.main(rest)
     from resflax import config as config_lib
+    if args.command == 'export':
+      if rest:
+        raise ResflaxError(f'unexpected arguments {rest}: export takes --workdir, --out, --throttle')
+      from resflax import export
+      summary = export.export(args.workdir, args.out, throttle=args.throttle, tflite=args.tflite)
+      print(json.dumps(summary, indent=2))
+      return 0
+    if args.command == 'report':
+      if rest:
+        raise ResflaxError(f'unexpected arguments {rest}: report takes RUN_DIR... --out DIR')
+      from resflax import report
+      print(report.report(args.runs, args.out))
+      return 0
     if args.command == 'eval':
       if rest:
         raise ResflaxError(f'unexpected arguments {rest}: eval takes only --workdir')

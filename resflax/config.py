@@ -21,8 +21,9 @@ from resflax.errors import ConfigError
 # Keys that may change when a run is resumed in the same workdir: they do not change the numbers
 # of the steps already taken. The run length may grow too, unless a cosine schedule depends on it.
 RESUMABLE_KEYS = frozenset({
-    'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints', 'progress', 'data_dir',
-    'download', 'eval_batch_size',
+    'log_every_steps', 'log_block_metrics', 'checkpoint_every_steps', 'keep_checkpoints', 'progress', 'data_dir',
+    'download', 'eval_batch_size', 'distributed', 'coordinator_address', 'num_processes',
+    'process_id', 'distributed_timeout_s',
 })
 LENGTH_KEYS = frozenset({'num_epochs', 'num_train_steps'})
 
@@ -35,9 +36,20 @@ def base_config() -> ml_collections.ConfigDict:
   c.data_dir = ''  # tfds data dir; '' = tfds' default (~/tensorflow_datasets or $TFDS_DATA_DIR)
   c.download = True  # may tfds download a dataset that is not on disk?
   c.validation_split = 0.0  # 0: evaluate on 'test'; f > 0: hold out the last f of train (Keras)
+  # Steering data (seed 000; resflax/data/steering.py, donkey_tub.py) and image augmentation.
+  c.synthetic_train_size = 2000  # synthetic_steering: scenes in 'train'
+  c.synthetic_test_size = 500  # synthetic_steering: scenes in 'test'
+  c.synthetic_seed = 0  # synthetic_steering: the scenes drawn (independent of `seed`)
+  c.tubs = ''  # donkey_tub: Donkeycar tub folders, comma-separated 'data/tub_1,data/tub_2'
+  c.tub_split = 'record'  # donkey_tub: hold out validation_split by 'record' | 'session' (drive)
+  c.skip_bad_records = False  # donkey_tub: skip bad records with a warning instead of an error
+  c.augment_flip = False  # train: mirror half the images left-right (a regression label negates)
+  c.augment_brightness = 0.0  # train, p=1/2: x + U[-b, b] (Donkeycar AUG_BRIGHTNESS_RANGE 0.2)
+  c.augment_contrast = 0.0  # train, same draw: x * U[1 - c, 1 + c] (0: off)
+  c.roi_crop = (0, 0, 0, 0)  # (top, bottom, left, right) border pixels zeroed, train + eval + export
 
   c.batch_size = 128  # global batch, over all devices and processes
-  c.eval_batch_size = 500
+  c.eval_batch_size = 512  # a multiple of the device count (the last batch is padded)
   c.num_epochs = 10
   c.num_train_steps = -1  # > 0: stop after this many steps instead of num_epochs
 
@@ -54,9 +66,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.warmup_epochs = 0.0
 
   c.seed = 0
-  c.parallel = 'jit'  # global-view jax.jit over a 1-D ('data',) mesh of all devices
+  c.parallel = 'jit'  # global-view jax.jit over a 1-D ('data',) mesh of all devices | 'pmap'
+  # Multi-host (jax.distributed): 'auto' starts it on a multi-host TPU VM / SLURM job or when a
+  # coordinator_address is given; 'on' always (jax detects the cluster); 'off' never.
+  c.distributed = 'auto'
+  c.coordinator_address = ''  # host:port of process 0 (or $JAX_COORDINATOR_ADDRESS)
+  c.num_processes = 0  # 0: from the environment ($JAX_NUM_PROCESSES) / the cluster
+  c.process_id = -1  # -1: from the environment ($JAX_PROCESS_ID) / the cluster
+  c.distributed_timeout_s = 120  # give up (with an error) if the coordinator is not reached
 
   c.log_every_steps = 50
+  c.log_block_metrics = False  # gradient flow: per-block grad_norm/ and update_ratio/ in metrics
   c.checkpoint_every_steps = 0  # 0: at the end of every epoch only
   c.keep_checkpoints = 3
   c.progress = 'auto'  # 'auto' (a bar on a terminal, lines otherwise) | 'bar' | 'lines' | 'none'

@@ -31,3 +31,7 @@ class CheckpointError(ResflaxError):
 
 class NonFiniteLossError(ResflaxError):
   """The training loss became NaN or Inf."""
+
+
+class DistributedError(ResflaxError):
+  """jax.distributed could not start (an unreachable coordinator, wrong process settings)."""

@@ -39,3 +39,33 @@ def read_metrics(workdir, drop_wall_clock=True):
   if drop_wall_clock:
     rows = [{k: v for k, v in row.items() if k not in WALL_CLOCK_FIELDS} for row in rows]
   return rows
+
+
+# A short run: 62 steps = 2 epochs of mnist_5k at batch 128, logs every 5, checkpoints every 10.
+SHORT = ('--config.dataset=mnist_5k', '--config.log_every_steps=5',
+         '--config.checkpoint_every_steps=10')
+
+
+def short_run_args(data_dir, workdir, *extra):
+  return ('train', '--config', CONFIGS / 'mnist_resmlp.py', *SHORT, f'--config.data_dir={data_dir}',
+          '--workdir', workdir, *extra)
+
+
+@pytest.fixture(scope='session')
+def reference_run(data_dir, tmp_path_factory):
+  """62 steps of the seed residual MLP in one uninterrupted single-device process."""
+  workdir = tmp_path_factory.mktemp('reference')
+  run_cli(*short_run_args(data_dir, workdir, '--config.num_train_steps=62'), check=True)
+  return workdir
+
+
+def load_checkpoint(checkpoint_dir):
+  """The train state saved in ``checkpoint_dir`` (e.g. ``W/checkpoints/62``) as numpy arrays."""
+  import jax
+  import orbax.checkpoint as ocp
+  path = (pathlib.Path(checkpoint_dir) / 'state').absolute()
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # whatever topology saved it
+  with ocp.StandardCheckpointer() as ckptr:
+    tree = ckptr.metadata(path).item_metadata.tree
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
+    return ckptr.restore(path, target)

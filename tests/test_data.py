@@ -158,7 +158,7 @@ def test_validation_split_holds_out_the_tail_of_train(data_dir):
 # --- errors --------------------------------------------------------------------------------------
 
 def test_unknown_dataset_lists_known_names(data_dir):
-  with pytest.raises(UnknownNameError, match='cifar10, mnist, mnist_5k'):
+  with pytest.raises(UnknownNameError, match='cifar10, donkey_tub, mnist, mnist_5k, synthetic_steering'):
     data.build(make_config(dataset='mnist5k', data_dir=data_dir), (784,))
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from resflax.data import donkey_tub, steering
 from resflax.data.mnist_5k import Mnist5k
 from resflax.errors import ConfigError, DatasetNotFoundError, ShapeMismatchError, UnknownNameError
 
@@ -30,8 +31,10 @@ except RuntimeError:  # Someone ran a TF op first; the devices are already set u
 class Source:
   """Where a dataset comes from: a tfds builder and the hosts that downloading it needs."""
 
-  builder: Callable[..., tfds.core.DatasetBuilder]  # called with data_dir=
+  builder: Callable[..., tfds.core.DatasetBuilder]  # called with data_dir= (and options)
   hosts: tuple[str, ...] = ()  # () = built locally, no network needed
+  options: Callable[..., dict] | None = None  # config -> more builder kwargs (e.g. its config=)
+  holdout: bool = False  # the builder holds out config.validation_split itself, as 'validation'
 
 
 # The download hosts are those of the tfds sources (image_classification/mnist.py, cifar.py);
@@ -41,6 +44,9 @@ DATASETS: dict[str, Source] = {
     'cifar10': Source(functools.partial(tfds.builder, 'cifar10'),
                       ('storage.googleapis.com', 'www.cs.toronto.edu')),
     'mnist_5k': Source(Mnist5k),
+    # Seed 000 (steering): drawn road scenes, and Donkeycar tubs (--config.tubs=PATH[,PATH...]).
+    'synthetic_steering': Source(steering.SyntheticSteering, options=steering.builder_options),
+    'donkey_tub': Source(donkey_tub.DonkeyTub, options=donkey_tub.builder_options, holdout=True),
 }
 
 
@@ -58,6 +64,68 @@ class DatasetInfo:
   eval_split: str
 
 
+AUGMENT_TAG = 1  # the augmentation draws of an epoch come from default_rng([seed, epoch, AUGMENT_TAG])
+
+
+@dataclasses.dataclass(frozen=True)
+class Augment:
+  """Train-time augmentation (as the Donkeycar community uses) and the ROI crop (train and eval).
+
+  Per training example, in this order: with probability 1/2 (``flip``) mirror it left-right and,
+  for regression, negate the label (the steering angle); with probability 1/2 (Donkeycar's
+  ``AUGMENTATIONS = ['BRIGHTNESS']``, albumentations' ``RandomBrightnessContrast``) map
+  ``x -> clip(alpha * x + beta, 0, 1)``, ``alpha ~ U[1 - contrast, 1 + contrast]``,
+  ``beta ~ U[-brightness, brightness]``; then zero the ROI border (Donkeycar 5's ``'CROP'``
+  transformation, ``ImgCropMask``: the image keeps its shape). Eval examples get the ROI crop only.
+  The draws depend on ``(seed, epoch, step, position in the global batch)`` alone.
+  """
+
+  flip: bool = False
+  brightness: float = 0.0
+  contrast: float = 0.0
+  roi_crop: tuple[int, ...] = (0, 0, 0, 0)  # pixels zeroed: (top, bottom, left, right)
+
+  @property
+  def random(self) -> bool:
+    return bool(self.flip or self.brightness or self.contrast)
+
+
+def augment_from(config) -> Augment:
+  """The ``augment_*`` and ``roi_crop`` keys of a config (absent keys: off)."""
+  augment = Augment(flip=bool(config.get('augment_flip', False)),
+                    brightness=float(config.get('augment_brightness', 0.0)),
+                    contrast=float(config.get('augment_contrast', 0.0)),
+                    roi_crop=tuple(config.get('roi_crop', (0, 0, 0, 0))))
+  for key in ('brightness', 'contrast'):
+    if not 0 <= getattr(augment, key) < 1:
+      raise ConfigError(f'--config.augment_{key}={getattr(augment, key)} must be in [0, 1) '
+                        '(0: off; Donkeycar uses AUG_BRIGHTNESS_RANGE = 0.2)')
+  return augment
+
+
+def roi_mask(image_shape: tuple[int, ...], roi_crop) -> np.ndarray | None:
+  """float32 ``[H, W, 1]``: 1 inside the region of interest, 0 on the cropped border; None: no crop.
+
+  ``roi_crop = (top, bottom, left, right)``: rows / columns zeroed at each border, as Donkeycar's
+  ``ROI_CROP_TOP``, ``ROI_CROP_BOTTOM``, ``ROI_CROP_LEFT``, ``ROI_CROP_RIGHT``.
+  """
+  roi_crop = tuple(roi_crop)
+  if not any(roi_crop):
+    return None
+  if len(image_shape) != 3:
+    raise ConfigError(f'--config.roi_crop={roi_crop} needs images (height, width, channels); '
+                      f'this dataset stores {image_shape}')
+  height, width = image_shape[:2]
+  if (len(roi_crop) != 4 or not all(isinstance(v, int) and v >= 0 for v in roi_crop)
+      or roi_crop[0] + roi_crop[1] >= height or roi_crop[2] + roi_crop[3] >= width):
+    raise ConfigError(f'--config.roi_crop={roi_crop} must be 4 pixel counts (top, bottom, left, '
+                      f'right) >= 0 that leave part of the {height}x{width} image, e.g. (45, 0, 0, 0)')
+  top, bottom, left, right = roi_crop
+  mask = np.zeros((height, width, 1), np.float32)
+  mask[top:height - bottom, left:width - right] = 1
+  return mask
+
+
 def _reachable(host: str, timeout: float = 3.0) -> bool:
   try:
     socket.create_connection((host, 443), timeout=timeout).close()
@@ -66,8 +134,11 @@ def _reachable(host: str, timeout: float = 3.0) -> bool:
     return False
 
 
-def prepared_builder(name: str, data_dir: str | None, download: bool) -> tfds.core.DatasetBuilder:
+def prepared_builder(name: str, data_dir: str | None, download: bool,
+                     options: dict | None = None) -> tfds.core.DatasetBuilder:
   """The tfds builder of ``name``, prepared in ``data_dir`` (downloaded or built there if needed).
+
+  ``options``: more kwargs for the builder (``Source.options(config)``, e.g. ``config=``).
 
   Fails within seconds, not after tfds' minutes of retries, when a download is needed but
   forbidden (``download=False``) or impossible (no route to the download hosts).
@@ -76,7 +147,7 @@ def prepared_builder(name: str, data_dir: str | None, download: bool) -> tfds.co
     raise UnknownNameError(
         f"unknown dataset {name!r}: use --config.dataset= one of {', '.join(sorted(DATASETS))}")
   source = DATASETS[name]
-  builder = source.builder(data_dir=data_dir)
+  builder = source.builder(data_dir=data_dir, **(options or {}))
   if builder.is_prepared():
     return builder
   if not source.hosts:  # Built from local files: never ask GCS for a prepared copy.
@@ -108,13 +179,17 @@ class Data:
   Every process sees the same global batches and keeps rows
   ``[process_index * b, (process_index + 1) * b)`` of each, with ``b = global batch // process_count``.
   Batches are numpy dicts: ``'image'`` float32 ``[b, *input_shape]`` in [0, 1] (``x / 255``),
-  ``'label'`` int32 ``[b]``, and for eval ``'mask'`` float32 ``[b]`` (1 real example, 0 padding).
+  ``'label'`` int32 ``[b]`` (classification) or float32 ``[b]`` (regression), and for eval
+  ``'mask'`` float32 ``[b]`` (1 real example, 0 padding). ``augment`` applies to train batches
+  only (its ROI crop to both).
   """
 
   def __init__(self, info: DatasetInfo, builder: tfds.core.DatasetBuilder, *, seed: int,
                batch_size: int, eval_batch_size: int, input_shape: tuple[int, ...],
-               process_index: int, process_count: int):
+               process_index: int, process_count: int, augment: Augment = Augment()):
     self.info = info
+    self.augment = augment
+    self._roi = roi_mask(info.image_shape, augment.roi_crop)
     self.steps_per_epoch = info.num_train // batch_size  # full batches only
     self._builder = builder
     self._seed = seed
@@ -134,6 +209,29 @@ class Data:
     return tuple(tf.concat([x, tf.zeros_like(x[:1])], 0)
                  for x in _load(self._builder, self.info.eval_split))
 
+  @functools.cached_property
+  def baseline(self) -> dict[str, float]:
+    """Regression: the eval metrics of always predicting the mean train label; else {}."""
+    if self.info.task != 'regression':
+      return {}
+    mean = np.mean(self._train[1].numpy().astype(np.float64))
+    error = self._eval[1].numpy()[:self.info.num_eval].astype(np.float64) - mean
+    return {'baseline_mae': float(np.mean(np.abs(error))),
+            'baseline_mse': float(np.mean(np.square(error)))}
+
+  def _augment_draws(self, epoch: int) -> tuple[np.ndarray, ...] | None:
+    """(flip bool, alpha, beta float32), each ``[steps_per_epoch, batch_size]``; None: no augment."""
+    a = self.augment
+    if not a.random:
+      return None
+    shape = (self.steps_per_epoch, self._batch_size)
+    rng = np.random.default_rng([self._seed, epoch, AUGMENT_TAG])
+    flip = (rng.random(shape) < 0.5) & a.flip
+    jitter = rng.random(shape) < 0.5
+    alpha = np.where(jitter, rng.uniform(1 - a.contrast, 1 + a.contrast, shape), 1)
+    beta = np.where(jitter, rng.uniform(-a.brightness, a.brightness, shape), 0)
+    return flip, alpha.astype(np.float32), beta.astype(np.float32)
+
   def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """This process's slices of the global train batches ``start_step, ...`` of ``epoch``.
 
@@ -144,7 +242,9 @@ class Data:
     order = np.random.default_rng([self._seed, epoch]).permutation(self.info.num_train)
     steps, size = self.steps_per_epoch, self._batch_size
     batches = order[:steps * size].reshape(steps, size)
-    return self._stream(self._train, batches[start_step:])
+    draws = self._augment_draws(epoch)
+    return self._stream(self._train, batches[start_step:],
+                        draws=draws and tuple(d[start_step:] for d in draws))
 
   def eval_batches(self) -> Iterator[dict[str, np.ndarray]]:
     """This process's slices of the global eval batches: every example once, in a fixed order.
@@ -156,22 +256,41 @@ class Data:
     batches = np.minimum(np.arange(num_batches * size), n).reshape(num_batches, size)
     return self._stream(self._eval, batches, mask=True)
 
-  def _stream(self, arrays, batches: np.ndarray, mask: bool = False):
-    """Yields the examples at this process's columns of each row of ``batches`` (global indices)."""
-    b = batches.shape[1] // self._process_count
-    local = batches[:, self._process_index * b:(self._process_index + 1) * b]
+  def _stream(self, arrays, batches: np.ndarray, mask: bool = False, draws=None):
+    """Yields the examples at this process's columns of each row of ``batches`` (global indices).
+
+    ``draws``: the augmentation draws at the same positions as ``batches`` (train only).
+    """
+    columns = slice(self._process_index * (batches.shape[1] // self._process_count),
+                    (self._process_index + 1) * (batches.shape[1] // self._process_count))
+    local = batches[:, columns]
+    b = local.shape[1]
     images, labels = arrays
     shape = (b, *self._input_shape)
     num_eval = self.info.num_eval
+    regression = self.info.task == 'regression'
+    augment, roi = self.augment, self._roi
 
-    def load(idx):
+    def load(idx, flip=None, alpha=None, beta=None):
       image = tf.cast(tf.gather(images, idx), tf.float32) / 255.
-      batch = {'image': tf.reshape(image, shape), 'label': tf.cast(tf.gather(labels, idx), tf.int32)}
+      label = tf.cast(tf.gather(labels, idx), tf.float32 if regression else tf.int32)
+      if flip is not None:  # stored image axes: [b, height, width, channels]
+        if augment.flip:
+          image = tf.where(flip[:, None, None, None], tf.reverse(image, axis=[2]), image)
+          if regression:
+            label = tf.where(flip, -label, label)
+        if augment.brightness or augment.contrast:
+          image = tf.clip_by_value(
+              image * alpha[:, None, None, None] + beta[:, None, None, None], 0., 1.)
+      if roi is not None:
+        image = image * roi
+      batch = {'image': tf.reshape(image, shape), 'label': label}
       if mask:
         batch['mask'] = tf.cast(idx < num_eval, tf.float32)
       return batch
 
-    ds = tf.data.Dataset.from_tensor_slices(local).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    slices = local if draws is None else (local, *(d[:, columns] for d in draws))
+    ds = tf.data.Dataset.from_tensor_slices(slices).map(load, num_parallel_calls=tf.data.AUTOTUNE)
     return iter(tfds.as_numpy(ds.prefetch(tf.data.AUTOTUNE)))
 
 
@@ -181,10 +300,16 @@ def build(config, input_shape: tuple[int, ...], *, process_index: int = 0,
 
   Uses ``config.dataset``, ``batch_size`` and ``eval_batch_size`` (global), ``seed``, ``data_dir``
   ('' or None: tfds' default), ``validation_split`` (0: evaluate on 'test'; f: train on the first
-  1 - f of 'train' and evaluate on the rest, as Keras' ``validation_split``) and ``download``.
+  1 - f of 'train' and evaluate on the rest, as Keras' ``validation_split``; a ``Source.holdout``
+  builder holds out f itself), ``download``, the augmentation keys (``augment_from``) and the
+  dataset's own keys (``Source.options``). A label feature that is not a ClassLabel makes a
+  regression dataset (float32 labels, ``num_classes`` None).
   """
   name, input_shape = config.dataset, tuple(input_shape)
-  builder = prepared_builder(name, config.data_dir or None, config.get('download', True))
+  source = DATASETS.get(name)
+  options = source.options(config) if source is not None and source.options else None
+  augment = augment_from(config)
+  builder = prepared_builder(name, config.data_dir or None, config.get('download', True), options)
   features = builder.info.features
   image_shape = tuple(features['image'].shape)
   if math.prod(image_shape) != math.prod(input_shape):
@@ -199,13 +324,17 @@ def build(config, input_shape: tuple[int, ...], *, process_index: int = 0,
   if not 0 <= split < 1:
     raise ConfigError(f'--config.validation_split={split} must be in [0, 1): 0 evaluates on '
                       f"'test', 0.2 on the last 20% of 'train'")
-  if split:
+  if source.holdout:  # validation_split was checked and applied by the builder (options)
+    train_split, eval_split = 'train', 'validation'
+  elif split:
     cut = f'{100 * (1 - split):g}%'
     train_split, eval_split = f'train[:{cut}]', f'train[{cut}:]'
   else:
     train_split, eval_split = 'train', 'test'
+  classes = isinstance(features['label'], tfds.features.ClassLabel)
   info = DatasetInfo(
-      name=name, task='classification', num_classes=features['label'].num_classes,
+      name=name, task='classification' if classes else 'regression',
+      num_classes=features['label'].num_classes if classes else None,
       image_shape=image_shape,
       num_train=len(builder.as_dataset(split=train_split)),
       num_eval=len(builder.as_dataset(split=eval_split)),
@@ -215,4 +344,4 @@ def build(config, input_shape: tuple[int, ...], *, process_index: int = 0,
                       f'training examples of {name!r} ({train_split}): use a smaller batch size')
   return Data(info, builder, seed=config.seed, batch_size=config.batch_size,
               eval_batch_size=config.eval_batch_size, input_shape=input_shape,
-              process_index=process_index, process_count=process_count)
+              process_index=process_index, process_count=process_count, augment=augment)

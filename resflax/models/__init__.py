@@ -12,8 +12,8 @@ import functools
 
 import flax.linen as nn
 
-from resflax.errors import UnknownNameError
-from resflax.models import seed
+from resflax.errors import ConfigError, UnknownNameError
+from resflax.models import densenet, highway, preact_resnet, resnet_cifar, resnext, seed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +26,12 @@ class ModelSpec:
   source: str  # the paper or seed cell it reproduces
 
 
+def _cifar(module: Callable[..., nn.Module], source: str) -> ModelSpec:
+  """A CIFAR-10 paper model: 32x32x3 in (size-agnostic: 28x28x1 works too), class logits out."""
+  return ModelSpec(module, (32, 32, 3), 'classification', source)
+
+
+_p = functools.partial
 MODELS: dict[str, ModelSpec] = {
     'mnist_resmlp': ModelSpec(seed.ResidualMLP, (784,), 'classification', 'seed 002 In[2]'),
     'mnist_rescnn_deep': ModelSpec(
@@ -47,6 +53,47 @@ MODELS: dict[str, ModelSpec] = {
     'steering_dense_shortcut': ModelSpec(
         functools.partial(seed.SteeringNet, shortcut='flatten'), (120, 160, 3), 'regression',
         'seed 000 method 2'),
+    # ResNet v1 for CIFAR-10, depth 6n+2 (1512.03385 sec. 4.2): option A (zero-pad) shortcuts;
+    # _b: option B (1x1 projection + BN); plain<depth>: no shortcuts (fig. 6, left).
+    'resnet20': _cifar(resnet_cifar.ResNet20, '1512.03385 table 6'),
+    'resnet32': _cifar(resnet_cifar.ResNet32, '1512.03385 table 6'),
+    'resnet44': _cifar(resnet_cifar.ResNet44, '1512.03385 table 6'),
+    'resnet56': _cifar(resnet_cifar.ResNet56, '1512.03385 table 6'),
+    'resnet110': _cifar(resnet_cifar.ResNet110, '1512.03385 table 6'),
+    'resnet1202': _cifar(resnet_cifar.ResNet1202, '1512.03385 table 6'),
+    'resnet20_b': _cifar(_p(resnet_cifar.ResNet20, shortcut='B'), '1512.03385 sec. 3.3 option B'),
+    'resnet56_b': _cifar(_p(resnet_cifar.ResNet56, shortcut='B'), '1512.03385 sec. 3.3 option B'),
+    'resnet110_b': _cifar(_p(resnet_cifar.ResNet110, shortcut='B'), '1512.03385 sec. 3.3 option B'),
+    'plain20': _cifar(_p(resnet_cifar.ResNet20, shortcut='none'), '1512.03385 fig. 6 (plain)'),
+    'plain32': _cifar(_p(resnet_cifar.ResNet32, shortcut='none'), '1512.03385 fig. 6 (plain)'),
+    'plain44': _cifar(_p(resnet_cifar.ResNet44, shortcut='none'), '1512.03385 fig. 6 (plain)'),
+    'plain56': _cifar(_p(resnet_cifar.ResNet56, shortcut='none'), '1512.03385 fig. 6 (plain)'),
+    'plain110': _cifar(_p(resnet_cifar.ResNet110, shortcut='none'), 'plain ResNet-110 (no figure)'),
+    # Stochastic depth (1603.09382): survival decays linearly to p_L = 0.5; rng 'stochastic_depth'.
+    'resnet110_stochastic_depth': _cifar(resnet_cifar.ResNet110StochasticDepth,
+                                         '1603.09382 table 1'),
+    'resnet20_stochastic_depth': _cifar(_p(resnet_cifar.ResNet20, survival_prob_last=0.5),
+                                        '1603.09382 on ResNet-20 (quick default)'),
+    # Pre-activation ResNet (1603.05027): basic units (110) and bottleneck units (164, 1001).
+    'preact_resnet20': _cifar(preact_resnet.PreActResNet20,
+                              '1603.05027 units on ResNet-20 (quick default)'),
+    'preact_resnet110': _cifar(preact_resnet.PreActResNet110, '1603.05027 tables 2-3'),
+    'preact_resnet164': _cifar(preact_resnet.PreActResNet164, '1603.05027 tables 3-4'),
+    'preact_resnet1001': _cifar(preact_resnet.PreActResNet1001, '1603.05027 tables 3-4'),
+    # ResNeXt-29 (1611.05431 sec. 5.3), grouped 3x3 convolutions.
+    'resnext29_8x64d': _cifar(resnext.ResNeXt29_8x64d, '1611.05431 table 7'),
+    'resnext29_16x64d': _cifar(resnext.ResNeXt29_16x64d, '1611.05431 table 7'),
+    'resnext29_2x8d': _cifar(resnext.ResNeXt29_2x8d, '1611.05431 blocks, small (quick default)'),
+    # DenseNet and DenseNet-BC (1608.06993 table 2).
+    'densenet40_k12': _cifar(densenet.DenseNet40_k12, '1608.06993 table 2'),
+    'densenet_bc100_k12': _cifar(densenet.DenseNetBC100_k12, '1608.06993 table 2'),
+    'densenet_bc250_k24': _cifar(densenet.DenseNetBC250_k24, '1608.06993 table 2'),
+    'densenet_bc190_k40': _cifar(densenet.DenseNetBC190_k40, '1608.06993 table 2'),
+    'densenet_bc22_k12': _cifar(densenet.DenseNetBC22_k12,
+                                '1608.06993 DenseNet-BC, small (quick default)'),
+    # Convolutional highway networks (1507.06228 table 2; layer lists reconstructed: highway.py).
+    'highway_cifar19': _cifar(highway.HighwayCIFAR19, '1507.06228 table 2 (19 layers)'),
+    'highway_cifar32': _cifar(highway.HighwayCIFAR32, '1507.06228 table 2 (32 layers)'),
 }
 
 
@@ -61,5 +108,11 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def build(name: str, *, num_outputs: int, axis_name: str | None = None) -> nn.Module:
-  """The Linen module registered as ``name``."""
-  return get_spec(name).module(num_outputs=num_outputs, axis_name=axis_name)
+  """The Linen module registered as ``name``; ``axis_name`` syncs its BatchNorm under pmap."""
+  module = get_spec(name).module(num_outputs=num_outputs)
+  if axis_name is not None:
+    if 'axis_name' not in {f.name for f in dataclasses.fields(module)}:
+      raise ConfigError(f'model {name!r} has no axis_name field, so its BatchNorm cannot sync '
+                        'across devices under pmap: use --config.parallel=jit (the default)')
+    module = module.clone(axis_name=axis_name)
+  return module

@@ -23,7 +23,7 @@ def _train_mode_layers(train: bool, axis_name: str | None):
   """The norm and dropout factories with the train mode bound once, for the whole model."""
   norm = functools.partial(blocks.keras_batch_norm, use_running_average=not train,
                            axis_name=axis_name)
-  dropout = functools.partial(nn.Dropout, deterministic=not train)
+  dropout = functools.partial(blocks.Dropout, deterministic=not train, axis_name=axis_name)
   return norm, dropout
 
 

@@ -7,9 +7,9 @@ for inspection), a warning names it, and the previous checkpoint is restored ins
 
 from __future__ import annotations
 
-import pathlib
 import sys
 
+from etils import epath
 import jax
 import orbax.checkpoint as ocp
 
@@ -27,8 +27,10 @@ def _pytree(state: TrainState) -> dict:
 class Checkpoints:
   """A thin wrapper over ``ocp.CheckpointManager`` for one run's train state and metadata."""
 
-  def __init__(self, directory: str | pathlib.Path, keep: int = 3, create: bool = True):
-    self.directory = pathlib.Path(directory).absolute()
+  def __init__(self, directory: str | epath.Path, keep: int = 3, create: bool = True):
+    self.directory = epath.Path(directory)  # local or a bucket (gs://...)
+    if '://' not in str(self.directory):
+      self.directory = self.directory.absolute()
     if not create and not self.directory.is_dir():
       raise CheckpointError(f'no checkpoints in {self.directory}: train first with `resflax train '
                             '--config ... --workdir` on this workdir')

@@ -8,16 +8,17 @@ from the latest checkpoint, on the same batches in the same order as an uninterr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import contextlib
 import dataclasses
 import functools
 import json
 import math
-import pathlib
 import signal
 import threading
 import time
 
+from etils import epath
 import jax
 import ml_collections
 import numpy as np
@@ -38,24 +39,39 @@ INIT_TAG, DROPOUT_TAG = 0, 1
 
 @dataclasses.dataclass
 class Experiment:
-  """Everything built from a config that the loop and ``evaluate`` share."""
+  """Everything built from a config that the loop and ``evaluate`` share.
+
+  ``state`` is the host view of the initial state (what checkpoints hold); ``place_state`` turns it
+  into the running state (replicated on the mesh, or stacked per device for pmap) and
+  ``host_state`` back. ``place_batch`` turns this process's numpy batch into the step's input;
+  ``host_metrics`` strips pmap's device axis from fetched metrics.
+  """
 
   config: ml_collections.ConfigDict
   mesh: jax.sharding.Mesh
   data: data_lib.Data
-  state: state_lib.TrainState  # freshly initialised, replicated on the mesh
-  train_step: callable
-  eval_step: callable
-  schedule: callable
+  state: state_lib.TrainState
+  train_step: Callable
+  eval_step: Callable
+  schedule: Callable
   total_steps: int
+  place_state: Callable
+  host_state: Callable
+  place_batch: Callable
+  host_metrics: Callable
+  dropout_rng: jax.Array  # the root of the per-step dropout / stochastic-depth keys
+
+
+def _identity(x):
+  return x
 
 
 def build(config: ml_collections.ConfigDict) -> Experiment:
   """Checks the config against the model and data, then builds them. Writes nothing."""
   if config.loss not in steps.LOSSES:
     raise ConfigError(f'unknown --config.loss={config.loss!r}: use one of {", ".join(steps.LOSSES)}')
-  if config.parallel != 'jit':
-    raise ConfigError(f"unknown --config.parallel={config.parallel!r}: use 'jit'")
+  if config.parallel not in ('jit', 'pmap'):
+    raise ConfigError(f"unknown --config.parallel={config.parallel!r}: use 'jit' or 'pmap'")
   spec = models.get_spec(config.model)
   if steps.task_of(config.loss) != spec.task:
     fix = "mse" if spec.task == 'regression' else "softmax_cross_entropy"
@@ -72,22 +88,38 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
   if data.steps_per_epoch < 1:
     raise ConfigError(f'--config.batch_size={config.batch_size} is larger than the '
                       f'{data.info.num_train} training examples of {config.dataset}')
-  model = models.build(config.model, num_outputs=data.info.num_classes or 1)
+  pmap = config.parallel == 'pmap'
+  axis_name = parallel.DATA_AXIS if pmap else None
+  model = models.build(config.model, num_outputs=data.info.num_classes or 1, axis_name=axis_name)
   total_steps = (config.num_train_steps if config.num_train_steps > 0
                  else config.num_epochs * data.steps_per_epoch)
   tx = state_lib.make_optimizer(config, data.steps_per_epoch)
-  replicated = parallel.replicated(mesh)
   init_rng = jax.random.fold_in(jax.random.key(config.seed), INIT_TAG)
-  state = jax.jit(functools.partial(state_lib.create_state, model, tx, spec.input_shape),
-                  out_shardings=replicated)(init_rng)
-  train_step = jax.jit(functools.partial(steps.train_step, loss=config.loss), donate_argnums=0,
-                       out_shardings=(replicated, replicated))
-  eval_step = jax.jit(functools.partial(steps.eval_step, loss=config.loss), out_shardings=replicated)
-  return Experiment(config, mesh, data, state, train_step, eval_step,
-                    state_lib.learning_rate_schedule(config, data.steps_per_epoch), total_steps)
+  create = functools.partial(state_lib.create_state, model, tx, spec.input_shape)
+  train = functools.partial(steps.train_step, loss=config.loss, axis_name=axis_name,
+                            block_metrics=config.get('log_block_metrics', False))
+  evaluate_ = functools.partial(steps.eval_step, loss=config.loss, axis_name=axis_name)
+  schedule = state_lib.learning_rate_schedule(config, data.steps_per_epoch)
+  dropout_rng = lambda: jax.random.fold_in(jax.random.key(config.seed), DROPOUT_TAG)
+  if pmap:  # the same step under jax.pmap: pmean'd gradients, synced BatchNorm
+    first = lambda tree: jax.tree.map(lambda x: x[0], tree)
+    return Experiment(
+        config, mesh, data, jax.jit(create)(init_rng),
+        jax.pmap(train, axis_name=axis_name, donate_argnums=0, in_axes=(0, 0, None)),
+        jax.pmap(evaluate_, axis_name=axis_name), schedule, total_steps,
+        place_state=parallel.replicate, host_state=parallel.unreplicate,
+        place_batch=parallel.split_for_devices, host_metrics=first, dropout_rng=dropout_rng())
+  replicated = parallel.replicated(mesh)  # global-view jit: batch sharded, state replicated
+  return Experiment(
+      config, mesh, data, jax.jit(create, out_shardings=replicated)(init_rng),
+      jax.jit(train, donate_argnums=0, out_shardings=(replicated, replicated)),
+      jax.jit(evaluate_, out_shardings=replicated), schedule, total_steps,
+      place_state=_identity, host_state=_identity,
+      place_batch=functools.partial(parallel.global_batch, mesh), host_metrics=_identity,
+      dropout_rng=jax.jit(dropout_rng, out_shardings=replicated)())
 
 
-def prepare_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
+def prepare_workdir(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
   """Creates ``workdir`` and its ``config.json``; refuses a workdir that holds a different run."""
   writers.check_writable(workdir)
   saved_path = workdir / 'config.json'
@@ -109,22 +141,32 @@ def run_eval(exp: Experiment, state: state_lib.TrainState) -> dict[str, float]:
   """Mean metrics over every example of the eval split, each counted once."""
   sums = None
   for batch in exp.data.eval_batches():
-    out = exp.eval_step(state, parallel.global_batch(exp.mesh, batch))
-    sums = out if sums is None else jax.tree.map(np.add, sums, out)
-  sums = jax.device_get(sums)
+    out = exp.eval_step(state, exp.place_batch(batch))
+    sums = out if sums is None else jax.tree.map(lambda a, b: a + b, sums, out)
+  sums = exp.host_metrics(jax.device_get(sums))
   count = float(sums.pop('count'))
   return {k: float(v) / count for k, v in sums.items()}
 
 
 class _Preemption:
-  """SIGTERM (preemption, TPU maintenance) sets a flag; the loop saves and exits cleanly."""
+  """SIGTERM (preemption, TPU maintenance) sets a flag; the loop saves and exits cleanly.
 
-  def __init__(self):
+  With several processes, JAX's own preemption notifier (started by ``jax.distributed``) handles
+  SIGTERM instead, and orbax's ``reached_preemption(step)`` makes every process stop at one step.
+  """
+
+  def __init__(self, checkpoints: checkpoint_lib.Checkpoints):
     self.requested = False
+    self.checkpoints = checkpoints
+
+  def __call__(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      return self.checkpoints.manager.reached_preemption(step)
+    return self.requested
 
   @contextlib.contextmanager
   def installed(self):
-    if threading.current_thread() is not threading.main_thread():
+    if jax.process_count() > 1 or threading.current_thread() is not threading.main_thread():
       yield self
       return
     previous = signal.signal(signal.SIGTERM, lambda *_: setattr(self, 'requested', True))
@@ -134,23 +176,24 @@ class _Preemption:
       signal.signal(signal.SIGTERM, previous)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | epath.Path) -> dict:
   """Trains ``config`` in ``workdir`` (resuming if it holds a checkpoint); returns the last eval."""
-  workdir = pathlib.Path(workdir)
+  workdir = epath.Path(workdir)
+  parallel.initialize_distributed(config)
   exp = build(config)
   prepare_workdir(workdir, config)
   is_main = jax.process_index() == 0
   ckpt = checkpoint_lib.Checkpoints(workdir / 'checkpoints', keep=config.keep_checkpoints)
-  state, meta = ckpt.restore_latest(exp.state)
-  start = int(jax.device_get(state.step))
+  host_state, meta = ckpt.restore_latest(exp.state)
+  start = int(jax.device_get(host_state.step))
+  state = exp.place_state(host_state)
+  del host_state
   writer = writers.MetricsWriter(workdir, enabled=is_main)
   writer.truncate_after(start)
   spe, total = exp.data.steps_per_epoch, exp.total_steps
   progress = writers.Progress(config.progress, total, start, enabled=is_main)
   if meta is not None and is_main:
     progress.log({'split': 'note', 'step': start, 'epoch': start // spe, 'resumed_from': str(ckpt.directory / str(start))})
-  dropout_rng = jax.jit(lambda: jax.random.fold_in(jax.random.key(config.seed), DROPOUT_TAG),
-                        out_shardings=parallel.replicated(exp.mesh))()
   last_eval, last_saved = None, (start if meta is not None else None)
   pending: list[dict] = []  # per-step metrics still on device; fetched every log_every_steps
   interval_start = time.perf_counter()
@@ -161,7 +204,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     nonlocal pending, interval_start
     if not pending:
       return
-    fetched = jax.device_get(pending)
+    fetched = [exp.host_metrics(m) for m in jax.device_get(pending)]
     elapsed = time.perf_counter() - interval_start
     for i, m in enumerate(fetched):
       if not np.isfinite(m['loss']):
@@ -182,7 +225,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     pending, interval_start = [], time.perf_counter()
 
   def evaluate_and_log(step: int) -> dict:
-    metrics = run_eval(exp, state)
+    # Regression: next to mae / mse, those of always predicting the mean train angle.
+    metrics = {**run_eval(exp, state), **exp.data.baseline}
     row = {'step': step, 'split': 'eval', 'epoch': (step - 1) // spe, **metrics,
            'wall_time': time.time()}
     writer.write(row)
@@ -191,10 +235,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
   def save(step: int) -> None:
     nonlocal last_saved
-    ckpt.save(step, state, {'step': step, 'epoch': step // spe, 'steps_per_epoch': spe})
+    meta = {'step': step, 'epoch': step // spe, 'steps_per_epoch': spe}
+    ckpt.save(step, exp.host_state(state), meta)
     last_saved = step
 
-  preemption = _Preemption()
+  preemption = _Preemption(ckpt)
   step = start
   try:
     with preemption.installed():
@@ -202,22 +247,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         for batch in exp.data.train_batches(epoch, start_step=step - epoch * spe):
           if step >= total:
             break
-          state, metrics = exp.train_step(state, parallel.global_batch(exp.mesh, batch), dropout_rng)
+          state, metrics = exp.train_step(state, exp.place_batch(batch), exp.dropout_rng)
           pending.append(metrics)
           step += 1
           progress.step()
           epoch_end = step % spe == 0 or step == total
-          save_due = epoch_end or (config.checkpoint_every_steps > 0
-                                   and step % config.checkpoint_every_steps == 0)
-          if step % config.log_every_steps == 0 or save_due or preemption.requested:
+          preempted = preemption(step)
+          save_due = epoch_end or preempted or (config.checkpoint_every_steps > 0
+                                                and step % config.checkpoint_every_steps == 0)
+          if step % config.log_every_steps == 0 or save_due:
             log_train(step)
           if epoch_end:
             last_eval = evaluate_and_log(step)
-          if save_due or preemption.requested:
+          if save_due:
             save(step)
-          if epoch_end or save_due:
             interval_start = time.perf_counter()  # eval and saving are not training throughput
-          if preemption.requested:
+          if preempted:
             ckpt.wait()
             progress.log({'split': 'note', 'step': step, 'epoch': epoch,
                           'preempted': f'SIGTERM: saved step {step}; rerun the command to resume'})
@@ -232,21 +277,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   return {'step': step, **last_eval}
 
 
-def evaluate(workdir: str | pathlib.Path) -> dict:
+def evaluate(workdir: str | epath.Path) -> dict:
   """Evaluates the latest checkpoint of ``workdir`` with the config saved there."""
-  workdir = pathlib.Path(workdir)
+  workdir = epath.Path(workdir)
   config_path = workdir / 'config.json'
   if not config_path.exists():
     raise WorkdirError(f'{config_path} not found: {str(workdir)!r} is not a resflax run directory '
                        '(train one with `resflax train --config ... --workdir`)')
   config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+  parallel.initialize_distributed(config)
   exp = build(config)
   ckpt = checkpoint_lib.Checkpoints(workdir / 'checkpoints', create=False)
   try:
     state, meta = ckpt.restore_latest(exp.state, set_aside=False)
   finally:
     ckpt.close()
+  state = exp.place_state(state)
   if meta is None:
     raise CheckpointError(f'no readable checkpoint in {ckpt.directory}: train first, or point '
                           '--workdir at a run directory that has one')
-  return {'step': int(jax.device_get(state.step)), **run_eval(exp, state)}
+  return {'step': int(meta['step']), **run_eval(exp, state)}

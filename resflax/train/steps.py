@@ -6,6 +6,8 @@ donated (see ``loop.py``); under the global-view mesh the same code runs on 1 de
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -45,30 +47,71 @@ def _per_example_metrics(loss: str, outputs, labels) -> dict[str, jax.Array]:
   return metrics
 
 
-def train_step(state: TrainState, batch: dict, rng: jax.Array, *, loss: str):
-  """One optimizer step on ``batch`` (``image``, ``label``); dropout key ``fold_in(rng, step)``."""
-  dropout_rng = jax.random.fold_in(rng, state.step)
+_BLOCK = re.compile(r'(block|stage|layer)\d+')
+
+
+def block_of(path: tuple[str, ...]) -> str:
+  """The block a parameter belongs to: its path up to the first ``block<i>`` (or ``stage<i>``,
+  ``layer<i>``) component, else its top-level module (``stem0``, ``logits``, ...)."""
+  for i, name in enumerate(path):
+    if _BLOCK.fullmatch(name):
+      return '/'.join(path[:i + 1])
+  return path[0]
+
+
+def per_block_norms(tree) -> dict[str, jax.Array]:
+  """``{block: l2 norm of its leaves}`` of a params-shaped tree."""
+  squares: dict[str, jax.Array] = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    block = block_of(tuple(getattr(k, 'key', str(k)) for k in path))
+    squares[block] = squares.get(block, 0.0) + jnp.sum(jnp.square(leaf))
+  return {k: jnp.sqrt(v) for k, v in squares.items()}
+
+
+def train_step(state: TrainState, batch: dict, rng: jax.Array, *, loss: str,
+               axis_name: str | None = None, block_metrics: bool = False):
+  """One optimizer step on ``batch`` (``image``, ``label``).
+
+  Randomness: ``k = fold_in(rng, step)``; dropout draws from ``fold_in(k, 0)`` and stochastic depth
+  from ``fold_in(k, 1)``, so a resumed run draws the same numbers. Under ``jax.pmap`` pass
+  ``axis_name``: gradients and metrics are averaged over it (BatchNorm syncs through the model's
+  own ``axis_name``); under ``jax.jit`` on a mesh leave it None.
+
+  ``block_metrics`` adds the gradient-flow diagnostic: per block (``block_of``), the gradient norm
+  ``grad_norm/<block>`` and the update/parameter norm ratio ``update_ratio/<block>``.
+  """
+  step_rng = jax.random.fold_in(rng, state.step)
+  rngs = {'dropout': jax.random.fold_in(step_rng, 0),
+          'stochastic_depth': jax.random.fold_in(step_rng, 1)}
 
   def loss_fn(params):
     outputs, new_model_state = state.apply_fn(
         {'params': params, 'batch_stats': state.batch_stats}, batch['image'], train=True,
-        rngs={'dropout': dropout_rng}, mutable=['batch_stats'])
+        rngs=rngs, mutable=['batch_stats'])
     return jnp.mean(per_example_loss(loss, outputs, batch['label'])), (new_model_state, outputs)
 
   (_, (new_model_state, outputs)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  new_state = state.apply_gradients(grads=grads, batch_stats=new_model_state['batch_stats'])
   metrics = jax.tree.map(jnp.mean, _per_example_metrics(loss, outputs, batch['label']))
+  if axis_name is not None:
+    grads, metrics = jax.lax.pmean((grads, metrics), axis_name)
+  new_state = state.apply_gradients(grads=grads, batch_stats=new_model_state['batch_stats'])
   updates = jax.tree.map(jnp.subtract, new_state.params, state.params)
   metrics.update(l2_grads=optax.global_norm(grads), l2_params=optax.global_norm(new_state.params),
                  l2_updates=optax.global_norm(updates))
+  if block_metrics:
+    param_norms = per_block_norms(state.params)
+    metrics.update({f'grad_norm/{k}': v for k, v in per_block_norms(grads).items()})
+    metrics.update({f'update_ratio/{k}': v / (param_norms[k] + 1e-12)
+                    for k, v in per_block_norms(updates).items()})
   return new_state, metrics
 
 
-def eval_step(state: TrainState, batch: dict, *, loss: str) -> dict[str, jax.Array]:
+def eval_step(state: TrainState, batch: dict, *, loss: str,
+              axis_name: str | None = None) -> dict[str, jax.Array]:
   """Sums over the real examples of ``batch`` (``mask`` 0 marks padding) and their ``count``."""
   outputs = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
                            batch['image'], train=False)
   mask = batch['mask']
   sums = jax.tree.map(lambda m: jnp.sum(m * mask), _per_example_metrics(loss, outputs, batch['label']))
   sums['count'] = jnp.sum(mask)
-  return sums
+  return sums if axis_name is None else jax.lax.psum(sums, axis_name)

@@ -9,9 +9,9 @@ differ between two runs of the same command.
 from __future__ import annotations
 
 import json
-import os
-import pathlib
 import sys
+
+from etils import epath
 
 from resflax.errors import WorkdirError
 
@@ -21,29 +21,42 @@ WALL_CLOCK_FIELDS = ('images_per_sec', 'wall_time')
 class MetricsWriter:
   """Appends rows to ``metrics.jsonl`` and TensorBoard scalars ``<split>/<name>``."""
 
-  def __init__(self, workdir: pathlib.Path, enabled: bool = True):
+  def __init__(self, workdir: epath.Path, enabled: bool = True):
     self.enabled = enabled
-    self.path = pathlib.Path(workdir) / 'metrics.jsonl'
+    self.path = epath.Path(workdir) / 'metrics.jsonl'
+    self._remote = '://' in str(self.path)  # e.g. gs://: objects cannot be appended to
+    self._text = self.path.read_text() if enabled and self._remote and self.path.exists() else ''
     self._tb = None
     if enabled:
       from flax.metrics import tensorboard  # imports TensorFlow: only where it is used
-      self._tb = tensorboard.SummaryWriter(str(pathlib.Path(workdir) / 'tensorboard'))
+      self._tb = tensorboard.SummaryWriter(str(epath.Path(workdir) / 'tensorboard'))
 
   def truncate_after(self, step: int) -> None:
     """Drops rows past ``step``: a resumed run logs them again, identically."""
     if not self.enabled or not self.path.exists():
       return
-    rows = [line for line in self.path.read_text().splitlines()
-            if line.strip() and json.loads(line)['step'] <= step]
+    rows = []
+    for line in self.path.read_text().splitlines():
+      try:
+        if json.loads(line)['step'] <= step:
+          rows.append(line)
+      except (json.JSONDecodeError, KeyError, TypeError):
+        pass  # a line cut short by a killed process
+    self._text = ''.join(r + '\n' for r in rows)
     tmp = self.path.with_suffix('.jsonl.tmp')
-    tmp.write_text(''.join(r + '\n' for r in rows))
-    os.replace(tmp, self.path)
+    tmp.write_text(self._text)
+    tmp.replace(self.path)
 
   def write(self, row: dict) -> None:
     if not self.enabled:
       return
-    with self.path.open('a') as f:
-      f.write(json.dumps(row) + '\n')
+    line = json.dumps(row) + '\n'
+    if self._remote:
+      self._text += line
+      self.path.write_text(self._text)
+    else:
+      with self.path.open('a') as f:
+        f.write(line)
     for key, value in row.items():
       if key not in ('step', 'split', 'epoch', 'wall_time') and isinstance(value, (int, float)):
         self._tb.scalar(f"{row['split']}/{key}", value, row['step'])
@@ -54,7 +67,7 @@ class MetricsWriter:
       self._tb.close()
 
 
-def check_writable(workdir: pathlib.Path) -> None:
+def check_writable(workdir: epath.Path) -> None:
   """Creates ``workdir`` if needed; one clear error if it cannot be written."""
   try:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -69,7 +82,7 @@ def check_writable(workdir: pathlib.Path) -> None:
 def format_row(row: dict) -> str:
   skip = ('split', 'step', 'epoch', 'wall_time')
   parts = [f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
-           for k, v in row.items() if k not in skip]
+           for k, v in row.items() if k not in skip and '/' not in k]  # per-block: TB/jsonl only
   return f"{row['split']:5s} step {row['step']} epoch {row['epoch']}: " + ' '.join(parts)
 
 

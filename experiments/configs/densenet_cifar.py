@@ -1,0 +1,49 @@
+"""DenseNet / DenseNet-BC on CIFAR-10 (Huang et al. 2016, arXiv:1608.06993) with the paper's recipe.
+
+Test error on CIFAR-10 with standard augmentation ("C10+", table 2), by --config.model=
+  densenet40_k12      5.24% (1.0M parameters)
+  densenet_bc100_k12  4.51% (0.8M)
+  densenet_bc250_k24  3.62% (15.3M)
+  densenet_bc190_k40  3.46% (25.6M)
+  densenet_bc22_k12   the default: DenseNet-BC with 3 layers per block, small enough for the config
+                      smoke test (DenseNet-40 takes minutes to initialise eagerly on 2 CPU cores);
+                      no paper number.
+Without augmentation ("C10") the paper adds dropout 0.2 after each conv but the first (7.00%,
+5.92%, 5.19% for the first three); the models take dropout_rate, there is no config key for it.
+
+  resflax train --config experiments/configs/densenet_cifar.py --config.model=densenet_bc100_k12 --workdir runs/densenet_bc100_k12
+
+Recipe (sec. 4.2, "Training"): SGD with Nesterov momentum 0.9 without dampening, weight decay 1e-4,
+batch 64, 300 epochs, learning rate 0.1 divided by 10 at 50% and 75% of training (epochs 150, 225).
+He-initialised kernels (the authors' code, liuzhuang13/DenseNet).
+
+Weight decay: resflax's weight_decay adds wd * w to the gradient of every parameter with ndim > 1,
+before momentum: the gradient of (wd/2) ||w||^2, as Torch applies weightDecay=1e-4 to those weights;
+Torch also decays BN scale/offset, resflax does not.
+
+Augmentation: the random horizontal flip is on (augment_flip). Not in the pipeline yet: 4-pixel
+zero padding + random 32x32 crop ("mirroring/shifting", sec. 4.1) for training, per-channel
+mean/std normalisation (sec. 4.1).
+"""
+
+from resflax.config import base_config
+
+
+def get_config():
+  config = base_config()
+  config.model = 'densenet_bc22_k12'
+  config.dataset = 'cifar10'
+  config.validation_split = 0.0
+  config.augment_flip = True  # the papers' random horizontal flip
+  config.batch_size = 64
+  config.num_epochs = 300
+  config.optimizer = 'sgd'
+  config.learning_rate = 0.1
+  config.momentum = 0.9
+  config.nesterov = True
+  config.weight_decay = 1e-4
+  config.lr_schedule = 'piecewise'
+  config.lr_boundaries_epochs = (150, 225)
+  config.lr_decay = 0.1
+  config.loss = 'softmax_cross_entropy'
+  return config
