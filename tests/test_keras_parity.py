@@ -29,7 +29,7 @@ from resflax import models  # noqa: E402
 from resflax.keras_port import flax_call_order, keras_to_flax  # noqa: E402
 from resflax.keras_seeds import build_keras_model  # noqa: E402
 
-NAMES = sorted(models.MODELS)
+NAMES = sorted(n for n, s in models.MODELS.items() if s.source.startswith('seed'))  # the 8 replicas
 BATCH = 2
 
 # Trainable / non-trainable counts of the seed models (Keras `count_params`), pinned.
