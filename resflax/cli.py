@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     from resflax import config as config_lib
     if args.command == 'export':
       if rest:
-        raise ResflaxError(f'unexpected arguments {rest}: export takes --workdir, --out, --throttle')
+        raise ResflaxError(f'unexpected arguments {rest}: export takes --workdir, --out, '
+                           '--throttle, --no-tflite')
       from resflax import export
       summary = export.export(args.workdir, args.out, throttle=args.throttle, tflite=args.tflite)
       print(json.dumps(summary, indent=2))

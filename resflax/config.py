@@ -46,7 +46,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.augment_flip = False  # train: mirror half the images left-right (a regression label negates)
   c.augment_brightness = 0.0  # train, p=1/2: x + U[-b, b] (Donkeycar AUG_BRIGHTNESS_RANGE 0.2)
   c.augment_contrast = 0.0  # train, same draw: x * U[1 - c, 1 + c] (0: off)
-  c.roi_crop = (0, 0, 0, 0)  # (top, bottom, left, right) border pixels zeroed, train + eval + export
+  c.roi_crop = (0, 0, 0, 0)  # (top, bottom, left, right) border pixels zeroed: train, eval, export
 
   c.batch_size = 128  # global batch, over all devices and processes
   c.eval_batch_size = 512  # a multiple of the device count (the last batch is padded)

@@ -71,7 +71,7 @@ def _restore(workdir: pathlib.Path):
 
 
 def predict_fn(model, spec, config):
-  """``f(variables, frames float32 in [0, 1]) -> [N, 1]``: the ROI crop of training, then the model."""
+  """``f(variables, frames float32 in [0, 1]) -> [N, 1]``: training's ROI crop, then the model."""
   mask = pipeline.roi_mask(spec.input_shape, config.get('roi_crop', (0, 0, 0, 0)))
 
   def predict(variables, frames):
@@ -84,7 +84,7 @@ def predict_fn(model, spec, config):
 
 def export(workdir: str | pathlib.Path, out: str | pathlib.Path, *, throttle: float | None = None,
            tflite: bool = True) -> dict:
-  """Writes ``out/saved_model`` (+ ``out/model.tflite``, ``out/export.json``); returns the summary."""
+  """Writes ``out/saved_model`` (+ ``model.tflite``, ``export.json``); returns the summary."""
   from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
   workdir, out = pathlib.Path(workdir), pathlib.Path(out)
   if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -93,7 +93,8 @@ def export(workdir: str | pathlib.Path, out: str | pathlib.Path, *, throttle: fl
   out.mkdir(parents=True, exist_ok=True)
   predict = predict_fn(model, spec, config)
   shape = tuple(spec.input_shape)
-  tf_predict = jax2tf.convert(predict, polymorphic_shapes=[None, f"(b, {', '.join(map(str, shape))})"],
+  dims = ', '.join(map(str, shape))
+  tf_predict = jax2tf.convert(predict, polymorphic_shapes=[None, f'(b, {dims})'],
                               with_gradient=False)
 
   module = tf.Module()
@@ -122,13 +123,13 @@ def export(workdir: str | pathlib.Path, out: str | pathlib.Path, *, throttle: fl
                                                       'serve_uint8': serve_uint8})
   summary = {
       'workdir': str(workdir), 'model': config.model, 'step': step, 'saved_model': str(saved),
-      'inputs': {'serving_default': f'img_in float32 [N, {", ".join(map(str, shape))}] in [0, 1] '
-                                    '(x / 255)',
-                 'serve_uint8': f'image uint8 [N, {", ".join(map(str, shape))}] (raw frame)'},
-      'outputs': {'n_outputs0': 'steering angle [N, 1]',
-                  **({'n_outputs1': f'constant throttle {throttle}'} if throttle is not None else {})},
+      'inputs': {'serving_default': f'img_in float32 [N, {dims}] in [0, 1] (x / 255)',
+                 'serve_uint8': f'image uint8 [N, {dims}] (raw frame)'},
+      'outputs': {'n_outputs0': 'steering angle [N, 1]'},
       'roi_crop': list(config.get('roi_crop', (0, 0, 0, 0))),
   }
+  if throttle is not None:
+    summary['outputs']['n_outputs1'] = f'constant throttle {throttle}'
   if tflite:
     try:
       converter = tf.lite.TFLiteConverter.from_saved_model(str(saved), ['serving_default'])
@@ -154,7 +155,7 @@ def load_saved_model(out: str | pathlib.Path):
 
 
 def tflite_predict(out: str | pathlib.Path, frames: np.ndarray) -> np.ndarray:
-  """``n_outputs0`` of ``out/model.tflite`` on float32 frames in [0, 1], one at a time as a car does."""
+  """``n_outputs0`` of ``out/model.tflite`` on float32 frames in [0, 1], one at a time."""
   interpreter = tf.lite.Interpreter(model_path=str(pathlib.Path(out) / 'model.tflite'))
   runner = interpreter.get_signature_runner('serving_default')
   return np.concatenate([runner(img_in=f[None].astype(np.float32))['n_outputs0'] for f in frames])

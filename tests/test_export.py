@@ -86,6 +86,8 @@ def test_tflite_equals_the_jax_model(exported):
   # signature, img_in in, n_outputs0 (angle) and n_outputs1 (throttle) out, as KerasLinear.
   signature = interpreter.get_signature_list()['serving_default']
   assert signature == {'inputs': ['img_in'], 'outputs': ['n_outputs0', 'n_outputs1']}
+  (detail,) = interpreter.get_input_details()  # TfLite.get_input_shape('img_in') looks it up so
+  assert detail['name'] == 'serving_default_img_in:0' and list(detail['shape']) == [1, 120, 160, 3]
 
 
 def test_export_errors(exported, tmp_path, capsys):

@@ -8,7 +8,6 @@ import shutil
 import ml_collections
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 from PIL import Image
 
 from resflax import cli
@@ -84,7 +83,7 @@ def test_labels_follow_the_geometry(curvature, offset):
   assert abs(c_est - curvature) < 0.02 and abs(o_est - offset) < 0.02
   label = steering.steering_angle(curvature, offset)
   assert abs(steering.steering_angle(c_est, o_est) - label) < 0.02
-  # The sign conventions of Donkeycar: a bend to the right, or the car left of the centre -> steer right.
+  # Donkeycar's signs: a bend to the right, or the car left of the centre -> steer right (+).
   assert steering.steering_angle(0.5, 0.0) > 0 and steering.steering_angle(0.0, -0.5) > 0
 
 
@@ -189,7 +188,8 @@ def test_augmentation_is_deterministic_resumable_and_roi_cropped(tfds_dir):
     x = concat(batches, 'image')
     assert not x[:, :45].any() and not x[:, 115:].any()
     assert not x[:, :, :3].any() and not x[:, :, 158:].any()
-  eval_plain = concat(data.build(make_config(data_dir=tfds_dir), (120, 160, 3)).eval_batches(), 'image')
+  eval_plain = concat(
+      data.build(make_config(data_dir=tfds_dir), (120, 160, 3)).eval_batches(), 'image')
   np.testing.assert_array_equal(concat(d.eval_batches(), 'image')[:, 45:115, 3:158],
                                 eval_plain[:, 45:115, 3:158])
 
@@ -250,7 +250,8 @@ def test_donkey_tub_dataset(tfds_dir, tmp_path, split_by):
   for rec in (train_records, val_records):  # frames as PIL decodes them
     for image, name in zip(rec['image'], rec['record']):
       tub, index = name.decode().rsplit(':', 1)
-      found = [r for r in donkey_tub.read_tubs([tub], check_images=False)[0] if r.index == int(index)]
+      found = [r for r in donkey_tub.read_tubs([tub], check_images=False)[0]
+               if r.index == int(index)]
       np.testing.assert_array_equal(image, pil_pixels(found[0].image))
   train_sessions, val_sessions = set(train_records['session']), set(val_records['session'])
   if split_by == 'session':
@@ -420,7 +421,8 @@ def test_steering_models_beat_the_mean_baseline(tfds_dir, tmp_path, model, learn
                    batch_size=8, eval_batch_size=100, num_epochs=1, learning_rate=learning_rate,
                    lr_schedule='cosine', warmup_epochs=0.25, data_dir=tfds_dir, progress='none',
                    log_every_steps=40, download=False)
-  config = config_lib.from_args(CONFIGS / f'{model}.py', [(k, str(v)) for k, v in overrides.items()])
+  config = config_lib.from_args(CONFIGS / f'{model}.py',
+                                [(k, str(v)) for k, v in overrides.items()])
   result = train.train_and_evaluate(config, tmp_path)
   assert result['mae'] < BASELINE_FACTOR * result['baseline_mae'], result
   rows = read_metrics(tmp_path)

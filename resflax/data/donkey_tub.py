@@ -309,7 +309,7 @@ def split_records(records: list[Record], validation_split: float,
 # --- the tfds builder ---------------------------------------------------------------------------
 
 def fingerprint(tubs: tuple[str, ...], *options) -> str:
-  """A hash of the tub paths, their record files, their image files' names and sizes, and options."""
+  """A hash of the tub paths, their record files, their image files' names and sizes, options."""
   h = hashlib.sha256(json.dumps([list(tubs), list(options)]).encode())
   for tub in tubs:
     path = pathlib.Path(tub)

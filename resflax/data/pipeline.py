@@ -64,7 +64,7 @@ class DatasetInfo:
   eval_split: str
 
 
-AUGMENT_TAG = 1  # the augmentation draws of an epoch come from default_rng([seed, epoch, AUGMENT_TAG])
+AUGMENT_TAG = 1  # an epoch's augmentation draws: default_rng([seed, epoch, AUGMENT_TAG])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +119,8 @@ def roi_mask(image_shape: tuple[int, ...], roi_crop) -> np.ndarray | None:
   if (len(roi_crop) != 4 or not all(isinstance(v, int) and v >= 0 for v in roi_crop)
       or roi_crop[0] + roi_crop[1] >= height or roi_crop[2] + roi_crop[3] >= width):
     raise ConfigError(f'--config.roi_crop={roi_crop} must be 4 pixel counts (top, bottom, left, '
-                      f'right) >= 0 that leave part of the {height}x{width} image, e.g. (45, 0, 0, 0)')
+                      f'right) >= 0 that leave part of the {height}x{width} image, '
+                      'e.g. (45, 0, 0, 0)')
   top, bottom, left, right = roi_crop
   mask = np.zeros((height, width, 1), np.float32)
   mask[top:height - bottom, left:width - right] = 1
@@ -220,7 +221,7 @@ class Data:
             'baseline_mse': float(np.mean(np.square(error)))}
 
   def _augment_draws(self, epoch: int) -> tuple[np.ndarray, ...] | None:
-    """(flip bool, alpha, beta float32), each ``[steps_per_epoch, batch_size]``; None: no augment."""
+    """(flip bool, alpha, beta float32), each ``[steps_per_epoch, batch_size]``; None: none."""
     a = self.augment
     if not a.random:
       return None

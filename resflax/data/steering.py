@@ -12,11 +12,11 @@ Each example is a 120x160x3 camera frame of a road seen from a car, and the stee
   ``-OFFSET_SHIFT * offset`` pixels.
 
 In between, the centre line of the road in row ``y`` is ``road_centre(t, curvature, offset)`` with
-``t`` going from 0 at the horizon to 1 at the bottom row; the road (grey, with white edge lines and a
-dashed yellow centre line) narrows with ``t`` as in a perspective view. Colours, lighting, the dash
-phase and pixel noise vary per example (nuisances that do not change the label). A scene mirrored
-left-right is exactly the scene of ``(-curvature, -offset)``, whose angle is the negated angle:
-the horizontal-flip augmentation is label-exact on this data.
+``t`` going from 0 at the horizon to 1 at the bottom row; the road (grey, with white edge lines and
+a dashed yellow centre line) narrows with ``t`` as in a perspective view. Colours, lighting, the
+dash phase and pixel noise vary per example (nuisances that do not change the label). A scene
+mirrored left-right is exactly the scene of ``(-curvature, -offset)``, whose angle is the negated
+angle: the horizontal-flip augmentation is label-exact on this data.
 
 Example ``i`` of a split is drawn from ``numpy.random.default_rng([seed, split, i])`` alone, so the
 dataset is deterministic for a given seed, and a larger size only appends examples. The default

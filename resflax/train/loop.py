@@ -196,16 +196,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | epath.P
     progress.log({'split': 'note', 'step': start, 'epoch': start // spe, 'resumed_from': str(ckpt.directory / str(start))})
   last_eval, last_saved = None, (start if meta is not None else None)
   pending: list[dict] = []  # per-step metrics still on device; fetched every log_every_steps
+  # Per-step metrics of a log interval cut by a preemption: saved with the checkpoint so that the
+  # resumed run writes the same rows as an uninterrupted one.
+  carried: list[dict] = list(meta.get('unlogged_metrics', [])) if meta else []
   interval_start = time.perf_counter()
   images_per_step = config.batch_size
 
-  def log_train(step: int) -> None:
-    """Fetches the pending metrics, stops on a non-finite loss, writes their mean."""
-    nonlocal pending, interval_start
-    if not pending:
-      return
-    fetched = [exp.host_metrics(m) for m in jax.device_get(pending)]
-    elapsed = time.perf_counter() - interval_start
+  def fetch_pending() -> list[dict]:
+    """The metrics of the steps since the last row; stops on a non-finite loss."""
+    nonlocal pending, carried
+    fetched = carried + [{k: float(v) for k, v in exp.host_metrics(m).items()}
+                         for m in jax.device_get(pending)]
+    pending, carried = [], []
     for i, m in enumerate(fetched):
       if not np.isfinite(m['loss']):
         bad = step - len(fetched) + i + 1
@@ -215,6 +217,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | epath.P
         raise NonFiniteLossError(
             f"loss became {m['loss']} at step {bad} (epoch {(bad - 1) // spe}): training stopped; "
             f'{kept}. Lower --config.learning_rate or check the data')
+    return fetched
+
+  def log_train(step: int) -> None:
+    """Writes the mean of the metrics of the steps since the last row."""
+    nonlocal interval_start
+    fetched = fetch_pending()
+    if not fetched:
+      return
+    elapsed = time.perf_counter() - interval_start
     row = {'step': step, 'split': 'train', 'epoch': (step - 1) // spe}
     row.update({k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]})
     row['learning_rate'] = float(exp.schedule(step - 1))
@@ -222,7 +233,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | epath.P
     row['wall_time'] = time.time()
     writer.write(row)
     progress.log(row)
-    pending, interval_start = [], time.perf_counter()
+    interval_start = time.perf_counter()
 
   def evaluate_and_log(step: int) -> dict:
     # Regression: next to mae / mse, those of always predicting the mean train angle.
@@ -233,9 +244,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | epath.P
     progress.log(row)
     return metrics
 
-  def save(step: int) -> None:
+  def save(step: int, unlogged: list[dict] = ()) -> None:
     nonlocal last_saved
-    meta = {'step': step, 'epoch': step // spe, 'steps_per_epoch': spe}
+    meta = {'step': step, 'epoch': step // spe, 'steps_per_epoch': spe,
+            'unlogged_metrics': list(unlogged)}
     ckpt.save(step, exp.host_state(state), meta)
     last_saved = step
 
@@ -255,12 +267,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | epath.P
           preempted = preemption(step)
           save_due = epoch_end or preempted or (config.checkpoint_every_steps > 0
                                                 and step % config.checkpoint_every_steps == 0)
-          if step % config.log_every_steps == 0 or save_due:
+          regular_save = save_due and not (preempted and not epoch_end and not (
+              config.checkpoint_every_steps > 0 and step % config.checkpoint_every_steps == 0))
+          if step % config.log_every_steps == 0 or regular_save:
             log_train(step)
           if epoch_end:
             last_eval = evaluate_and_log(step)
-          if save_due:
-            save(step)
+          if save_due:  # a preemption between log steps carries the unlogged metrics along
+            save(step, unlogged=fetch_pending() if preempted else ())
             interval_start = time.perf_counter()  # eval and saving are not training throughput
           if preempted:
             ckpt.wait()
