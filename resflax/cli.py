@@ -6,6 +6,7 @@
   resflax report runs/a runs/b --out reports/ab        # markdown table + PNG plots
   resflax export --workdir runs/steering --out exported/   # TF SavedModel + TFLite for a Donkeycar
   resflax bench --models mnist_resmlp --json bench.json     # step time vs Keras 3 and PyTorch
+  resflax sweep --config C --root runs/s --grid seed=0,1,2  # runs one after another (or --print-only)
 
 Bad input (a ``ResflaxError``) is printed as one line, ``resflax: error: ...``, with exit code 2.
 """
@@ -60,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
   export.add_argument('--throttle', type=float, default=None,
                       help="also output this constant throttle (Donkeycar's KerasLinear layout)")
   export.add_argument('--no-tflite', dest='tflite', action='store_false', help='SavedModel only')
-  # Its own options (resflax bench --help) are parsed by resflax.bench.
+  # Their own options (resflax bench --help, resflax sweep --help) are parsed by those modules.
+  sub.add_parser('sweep', add_help=False,
+                 help='an experiment over a grid of config values: runs them, prints the commands')
   sub.add_parser('bench', add_help=False,
                  help="train-step speed vs Keras 3 and PyTorch (pip install -e '.[bench]')")
   return parser
@@ -92,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == 'bench':
       from resflax import bench
       return bench.main(rest)
+    if args.command == 'sweep':
+      from resflax import sweep
+      return sweep.main(rest)
     from resflax import config as config_lib
     if args.command == 'export':
       if rest:

@@ -47,6 +47,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.augment_brightness = 0.0  # train, p=1/2: x + U[-b, b] (Donkeycar AUG_BRIGHTNESS_RANGE 0.2)
   c.augment_contrast = 0.0  # train, same draw: x * U[1 - c, 1 + c] (0: off)
   c.roi_crop = (0, 0, 0, 0)  # (top, bottom, left, right) border pixels zeroed: train, eval, export
+  c.augment_crop_padding = 0  # train: zero-pad by p pixels, crop a random HxW (CIFAR papers: 4)
+  c.normalize = False  # per-channel (x - mean) / std, mean and std of the training split
 
   c.batch_size = 128  # global batch, over all devices and processes
   c.eval_batch_size = 512  # a multiple of the device count (the last batch is padded)

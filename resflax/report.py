@@ -29,25 +29,16 @@ def read_run(run_dir: str | pathlib.Path) -> dict:
       rows.append(json.loads(line))
     except json.JSONDecodeError:
       pass  # a line cut short by a killed process
+  info_path = run_dir / 'model.json'  # written by resflax train since the zoo studies
   return {'dir': run_dir, 'name': run_dir.name, 'config': json.loads(config_path.read_text()),
-          'rows': rows}
+          'rows': rows, 'model_info': json.loads(info_path.read_text()) if info_path.is_file() else None}
 
 
-def model_cost(model_name: str, num_outputs: int) -> tuple[int, float]:
+def model_cost(model_name: str, num_outputs: int, input_shape=None) -> tuple[int, float]:
   """(trainable parameters, forward FLOPs for one example) from XLA's cost analysis."""
-  import jax
-  import jax.numpy as jnp
-
-  from resflax import models
-  spec = models.get_spec(model_name)
-  module = models.build(model_name, num_outputs=num_outputs)
-  x = jnp.zeros((1, *spec.input_shape), jnp.float32)
-  variables = jax.eval_shape(lambda: module.init(jax.random.key(0), x, train=False))
-  params = sum(int(v.size) for v in jax.tree.leaves(variables['params']))
-  compiled = jax.jit(lambda v, x: module.apply(v, x, train=False)).lower(variables, x).compile()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return params, float((cost or {}).get('flops', float('nan')))
+  from resflax import costs
+  cost = costs.forward_cost(model_name, num_outputs, input_shape)
+  return cost['params'], cost['flops']
 
 
 def summarize(run: dict) -> dict:
@@ -67,8 +58,9 @@ def summarize(run: dict) -> dict:
          'images_per_sec': statistics.median([r['images_per_sec'] for r in train
                                               if 'images_per_sec' in r] or [float('nan')])}
   try:
-    num_outputs = 1 if metric == 'mae' else 10
-    out['params'], out['flops'] = model_cost(config['model'], num_outputs)
+    info = run.get('model_info') or {'num_outputs': 1 if metric == 'mae' else 10}
+    out['params'], out['flops'] = model_cost(config['model'], info['num_outputs'],
+                                             info.get('input_shape'))
   except Exception:  # a model this version does not know: report the metrics anyway
     out['params'], out['flops'] = float('nan'), float('nan')
   return out

@@ -185,3 +185,43 @@ def test_not_prepared_and_offline_fails_fast(tmp_path, monkeypatch):
   monkeypatch.setattr(pipeline, '_reachable', lambda host: False)
   with pytest.raises(DatasetNotFoundError, match='www.cs.toronto.edu.*mnist_5k'):
     data.build(make_config(dataset='cifar10', data_dir=str(tmp_path), download=True), (3072,))
+
+
+# --- CIFAR-paper augmentation and normalisation, any-size models ----------------------------------
+
+def test_pad_and_crop_translates_each_image(data_dir):
+  plain = data.build(make_config(data_dir=data_dir, batch_size=200), None)
+  cropped = data.build(make_config(data_dir=data_dir, batch_size=200, augment_crop_padding=4), None)
+  assert cropped.input_shape == (28, 28, 1)  # None: the dataset's own shape
+  shifts = collections.Counter()
+  for a, b in zip(plain.train_batches(0), cropped.train_batches(0)):
+    np.testing.assert_array_equal(a['label'], b['label'])  # same examples, same order
+    for x, y in zip(a['image'][:50, ..., 0], b['image'][:50, ..., 0]):
+      padded = np.pad(x, 4)
+      found = [(t, l) for t in range(9) for l in range(9)
+               if np.array_equal(padded[t:t + 28, l:l + 28], y)]
+      assert found, 'a cropped image must be a window of the zero-padded original'
+      shifts[found[0]] += 1
+  assert len(shifts) > 20  # offsets vary over the whole 9 x 9 range, not one fixed shift
+  again = data.build(make_config(data_dir=data_dir, batch_size=200, augment_crop_padding=4), None)
+  np.testing.assert_array_equal(next(cropped.train_batches(3, start_step=2))['image'],
+                                next(again.train_batches(3, start_step=2))['image'])
+  for batch in cropped.eval_batches():  # eval images are never cropped
+    pass
+  np.testing.assert_array_equal(batch['image'], list(plain.eval_batches())[-1]['image'])
+  with pytest.raises(ConfigError, match='augment_crop_padding=-1'):
+    data.build(make_config(data_dir=data_dir, augment_crop_padding=-1), None)
+
+
+def test_normalize_uses_the_training_split_statistics(data_dir):
+  d = data.build(make_config(data_dir=data_dir, batch_size=500, normalize=True), None)
+  train_images, _ = records(data_dir, 'train')
+  mean, std = d.normalization
+  np.testing.assert_allclose(mean, [train_images.mean() / 255], rtol=1e-5)
+  np.testing.assert_allclose(std, [(train_images / 255).std()], rtol=1e-4)
+  pixels = concat(list(d.train_batches(0)), 'image')  # 8 x 500 of the 4,000 digits
+  np.testing.assert_allclose(pixels.mean(), 0, atol=0.02)
+  np.testing.assert_allclose(pixels.std(), 1, atol=0.02)
+  raw = data.build(make_config(data_dir=data_dir, batch_size=500), None)
+  for a, b in zip(raw.eval_batches(), d.eval_batches()):  # eval: the same (train) statistics
+    np.testing.assert_allclose(b['image'], (a['image'] - mean) / std, rtol=1e-5, atol=1e-5)

@@ -56,11 +56,12 @@ OTHER_PARAMS = {
     'plain20': 269_722, 'plain32': 464_154, 'plain44': 658_586, 'plain56': 853_018,
     'plain110': 1_727_962, 'resnet20_stochastic_depth': 269_722, 'preact_resnet20': 269_722,
     'resnext29_2x8d': 240_538, 'densenet_bc22_k12': 71_686,
+    'resnet8': 75_290, 'plain8': 75_290,
 }
 # name -> depth in the paper's sense: convs on the main path (not the projection shortcuts and
 # highway gates) plus the Dense layer; DenseNet counts its transitions' 1x1 convs.
 DEPTH = {
-    **{f'{p}{d}': d for p in ('resnet', 'plain') for d in (20, 32, 44, 56, 110)},
+    **{f'{p}{d}': d for p in ('resnet', 'plain') for d in (8, 20, 32, 44, 56, 110)},
     'resnet1202': 1202, 'resnet20_b': 20, 'resnet56_b': 56, 'resnet110_b': 110,
     'resnet110_stochastic_depth': 110, 'resnet20_stochastic_depth': 20,
     'preact_resnet20': 20, 'preact_resnet110': 110, 'preact_resnet164': 164,
@@ -74,7 +75,8 @@ CONFIGS = pathlib.Path(__file__).parents[1] / 'experiments' / 'configs'
 
 
 def test_every_zoo_model_is_registered_counted_and_in_a_config_docstring():
-  from_papers = {n for n, s in models.MODELS.items() if not s.source.startswith('seed')}
+  from_papers = {n for n, s in models.MODELS.items()
+                 if not s.source.startswith(('seed', 'study'))}  # the studies' own nets aside
   assert from_papers == set(ZOO) == set(PAPER_PARAMS) | set(OTHER_PARAMS)
   docs = ''.join(path.read_text() for path in sorted(CONFIGS.glob('*.py')))
   for name in ZOO:

@@ -15,10 +15,12 @@ mnist_5k digits at lr 0.1 the 19-layer net is stable and learns (loss 2.26 -> 1.
 64), at lr 0.01 it barely moves in the first hundred steps. The transform-gate biases start at -2
 (sec. 2.2 suggests "-1, -3 etc.").
 
-Augmentation: the random horizontal flip is on (augment_flip). The Fitnets setup these nets follow
-preprocesses CIFAR-10 by global contrast normalisation and ZCA whitening and augments by
-translations: none of that is in the pipeline yet, and this BN-free net needs centred inputs more
-than the BN nets do (on raw [0, 1] pixels it learns slowly).
+Augmentation: the Fitnets setup these nets follow preprocesses CIFAR-10 by global contrast
+normalisation and ZCA whitening and augments by translations and flips. resflax has the nearest
+standard pieces: random translations by 4-pixel zero padding + random crop (augment_crop_padding=4),
+random horizontal flips (augment_flip) and per-channel mean/std normalisation (normalize) instead
+of GCN + ZCA (not implemented); this BN-free net needs centred inputs (on raw [0, 1] pixels it
+learns slowly).
 
 Weight decay: resflax's weight_decay adds wd * w to the gradient of every parameter with ndim > 1
 (conv and gate kernels, the Dense kernel), before momentum: the gradient of (wd/2) ||w||^2; biases
@@ -34,6 +36,8 @@ def get_config():
   config.dataset = 'cifar10'
   config.validation_split = 0.0
   config.augment_flip = True  # the papers' random horizontal flip
+  config.augment_crop_padding = 4  # 4-pixel zero padding + random 32x32 crop
+  config.normalize = True  # per-channel mean/std of the training split
   config.batch_size = 128
   config.num_epochs = 200
   config.optimizer = 'sgd'

@@ -8,6 +8,7 @@ Test error on CIFAR-10 (table 6; standard augmentation), by --config.model=
   plain20 / plain32 / plain44 / plain56: no shortcuts, the degradation experiment (fig. 6 left:
     curves only, no table; the deeper plain nets have higher training and test error);
     plain110 extends it (not in the paper).
+  resnet8 / plain8: n = 1, the shallowest of the family (the degradation study's first rung).
 
   resflax train --config experiments/configs/resnet_cifar.py --workdir runs/resnet56
   resflax train --config experiments/configs/resnet_cifar.py --config.model=plain56 --workdir runs/plain56
@@ -25,9 +26,9 @@ Weight decay: resflax's weight_decay adds wd * w to the gradient of every parame
 i.e. what Caffe's / Torch's weight_decay=1e-4 does to those weights; unlike them, resflax leaves
 biases and BN scale/offset undecayed.
 
-Augmentation: the random horizontal flip is on (augment_flip). Not in the pipeline yet (the
-paper's numbers need them): 4-pixel zero padding + a random 32x32 crop; per-pixel mean subtraction
-(sec. 4.2; per-channel mean/std normalisation in most re-implementations). The paper picks its
+Augmentation (sec. 4.2): 4-pixel zero padding + a random 32x32 crop (augment_crop_padding=4) and
+a random horizontal flip (augment_flip); inputs normalised per channel with the training split's
+mean and std (normalize; the paper subtracts the per-pixel mean, most re-implementations do this). The paper picks its
 schedule on a 45k/5k split; this config trains on all 50k images and evaluates on the test set.
 """
 
@@ -40,6 +41,8 @@ def get_config():
   config.dataset = 'cifar10'
   config.validation_split = 0.0
   config.augment_flip = True  # the papers' random horizontal flip
+  config.augment_crop_padding = 4  # 4-pixel zero padding + random 32x32 crop
+  config.normalize = True  # per-channel mean/std of the training split
   config.batch_size = 128
   config.num_epochs = 164
   config.optimizer = 'sgd'

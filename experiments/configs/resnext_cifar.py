@@ -16,8 +16,8 @@ Weight decay: resflax's weight_decay adds wd * w to the gradient of every parame
 before momentum: the gradient of (wd/2) ||w||^2, as Torch applies weightDecay=5e-4 to those weights;
 Torch also decays biases and BN scale/offset, resflax does not.
 
-Augmentation: the random horizontal flip is on (augment_flip). Not in the pipeline yet: 4-pixel
-zero padding + random 32x32 crop for training, per-channel mean/std normalisation.
+Augmentation: 4-pixel zero padding + random 32x32 crop (augment_crop_padding=4), random
+horizontal flip (augment_flip), per-channel mean/std normalisation (normalize).
 """
 
 from resflax.config import base_config
@@ -29,6 +29,8 @@ def get_config():
   config.dataset = 'cifar10'
   config.validation_split = 0.0
   config.augment_flip = True  # the papers' random horizontal flip
+  config.augment_crop_padding = 4  # 4-pixel zero padding + random 32x32 crop
+  config.normalize = True  # per-channel mean/std of the training split
   config.batch_size = 128
   config.num_epochs = 300
   config.optimizer = 'sgd'

@@ -69,9 +69,12 @@ AUGMENT_TAG = 1  # an epoch's augmentation draws: default_rng([seed, epoch, AUGM
 
 @dataclasses.dataclass(frozen=True)
 class Augment:
-  """Train-time augmentation (as the Donkeycar community uses) and the ROI crop (train and eval).
+  """Train-time augmentation (the CIFAR papers' and the Donkeycar community's) and the ROI crop.
 
-  Per training example, in this order: with probability 1/2 (``flip``) mirror it left-right and,
+  Per training example, in this order: with ``crop_padding = p > 0`` (1512.03385 sec. 4.2: p = 4)
+  zero-pad each border by p pixels and crop a random window of the original size (offsets uniform in
+  ``[0, 2p]``, as torchvision's ``RandomCrop(size, padding=p)``); with probability 1/2 (``flip``)
+  mirror it left-right and,
   for regression, negate the label (the steering angle); with probability 1/2 (Donkeycar's
   ``AUGMENTATIONS = ['BRIGHTNESS']``, albumentations' ``RandomBrightnessContrast``) map
   ``x -> clip(alpha * x + beta, 0, 1)``, ``alpha ~ U[1 - contrast, 1 + contrast]``,
@@ -84,10 +87,11 @@ class Augment:
   brightness: float = 0.0
   contrast: float = 0.0
   roi_crop: tuple[int, ...] = (0, 0, 0, 0)  # pixels zeroed: (top, bottom, left, right)
+  crop_padding: int = 0  # p: pad-and-crop translation by up to p pixels each way
 
   @property
   def random(self) -> bool:
-    return bool(self.flip or self.brightness or self.contrast)
+    return bool(self.flip or self.brightness or self.contrast or self.crop_padding)
 
 
 def augment_from(config) -> Augment:
@@ -95,7 +99,11 @@ def augment_from(config) -> Augment:
   augment = Augment(flip=bool(config.get('augment_flip', False)),
                     brightness=float(config.get('augment_brightness', 0.0)),
                     contrast=float(config.get('augment_contrast', 0.0)),
-                    roi_crop=tuple(config.get('roi_crop', (0, 0, 0, 0))))
+                    roi_crop=tuple(config.get('roi_crop', (0, 0, 0, 0))),
+                 crop_padding=int(config.get('augment_crop_padding', 0)))
+  if augment.crop_padding < 0:
+    raise ConfigError(f'--config.augment_crop_padding={augment.crop_padding} must be >= 0 '
+                      '(0: off; the CIFAR papers use 4)')
   for key in ('brightness', 'contrast'):
     if not 0 <= getattr(augment, key) < 1:
       raise ConfigError(f'--config.augment_{key}={getattr(augment, key)} must be in [0, 1) '
@@ -187,9 +195,11 @@ class Data:
 
   def __init__(self, info: DatasetInfo, builder: tfds.core.DatasetBuilder, *, seed: int,
                batch_size: int, eval_batch_size: int, input_shape: tuple[int, ...],
-               process_index: int, process_count: int, augment: Augment = Augment()):
+               process_index: int, process_count: int, augment: Augment = Augment(),
+               normalize: bool = False):
     self.info = info
     self.augment = augment
+    self._normalize = normalize
     self._roi = roi_mask(info.image_shape, augment.roi_crop)
     self.steps_per_epoch = info.num_train // batch_size  # full batches only
     self._builder = builder
@@ -199,6 +209,11 @@ class Data:
     self._input_shape = input_shape
     self._process_index = process_index
     self._process_count = process_count
+
+  @property
+  def input_shape(self) -> tuple[int, ...]:
+    """One example as the model gets it (without the batch axis)."""
+    return self._input_shape
 
   @functools.cached_property
   def _train(self):
@@ -221,7 +236,8 @@ class Data:
             'baseline_mse': float(np.mean(np.square(error)))}
 
   def _augment_draws(self, epoch: int) -> tuple[np.ndarray, ...] | None:
-    """(flip bool, alpha, beta float32), each ``[steps_per_epoch, batch_size]``; None: none."""
+    """(flip bool, alpha, beta float32, crop row, crop column int32), each ``[steps_per_epoch,
+    batch_size]``; None: no random augmentation."""
     a = self.augment
     if not a.random:
       return None
@@ -231,7 +247,27 @@ class Data:
     jitter = rng.random(shape) < 0.5
     alpha = np.where(jitter, rng.uniform(1 - a.contrast, 1 + a.contrast, shape), 1)
     beta = np.where(jitter, rng.uniform(-a.brightness, a.brightness, shape), 0)
-    return flip, alpha.astype(np.float32), beta.astype(np.float32)
+    # Drawn last, so the flip/brightness draws are those of a config without the crop.
+    top, left = (rng.integers(0, 2 * a.crop_padding + 1, (2, *shape), dtype=np.int32)
+                 if a.crop_padding else np.zeros((2, *shape), np.int32))
+    return flip, alpha.astype(np.float32), beta.astype(np.float32), top, left
+
+  @functools.cached_property
+  def normalization(self) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-channel (mean, std) of the training split's pixels in [0, 1], float32 ``[C]``; None: off.
+
+    Computed from this run's training split (all of it, whatever the process count), so a held-out
+    validation split never leaks into it.
+    """
+    if not self._normalize:
+      return None
+    images = self._train[0].numpy()
+    if images.ndim != 4:
+      raise ConfigError(f'--config.normalize=True needs images (height, width, channels); '
+                        f'{self.info.name!r} stores {images.shape[1:]}')
+    pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.
+    mean, std = pixels.mean(0), pixels.std(0)
+    return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
 
   def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """This process's slices of the global train batches ``start_step, ...`` of ``epoch``.
@@ -270,12 +306,14 @@ class Data:
     shape = (b, *self._input_shape)
     num_eval = self.info.num_eval
     regression = self.info.task == 'regression'
-    augment, roi = self.augment, self._roi
+    augment, roi, normalization = self.augment, self._roi, self.normalization
 
-    def load(idx, flip=None, alpha=None, beta=None):
+    def load(idx, flip=None, alpha=None, beta=None, top=None, left=None):
       image = tf.cast(tf.gather(images, idx), tf.float32) / 255.
       label = tf.cast(tf.gather(labels, idx), tf.float32 if regression else tf.int32)
       if flip is not None:  # stored image axes: [b, height, width, channels]
+        if augment.crop_padding:
+          image = _pad_and_crop(image, augment.crop_padding, top, left)
         if augment.flip:
           image = tf.where(flip[:, None, None, None], tf.reverse(image, axis=[2]), image)
           if regression:
@@ -285,6 +323,8 @@ class Data:
               image * alpha[:, None, None, None] + beta[:, None, None, None], 0., 1.)
       if roi is not None:
         image = image * roi
+      if normalization is not None:
+        image = (image - normalization[0]) / normalization[1]
       batch = {'image': tf.reshape(image, shape), 'label': label}
       if mask:
         batch['mask'] = tf.cast(idx < num_eval, tf.float32)
@@ -295,24 +335,39 @@ class Data:
     return iter(tfds.as_numpy(ds.prefetch(tf.data.AUTOTUNE)))
 
 
-def build(config, input_shape: tuple[int, ...], *, process_index: int = 0,
+def _pad_and_crop(image: tf.Tensor, padding: int, top: tf.Tensor, left: tf.Tensor) -> tf.Tensor:
+  """Each image of ``[b, H, W, C]`` zero-padded by ``padding`` and cropped back to HxW at its own
+  ``(top[i], left[i])`` in the padded frame (``0 .. 2 * padding``)."""
+  height, width = image.shape[1], image.shape[2]
+  padded = tf.pad(image, [[0, 0], [padding, padding], [padding, padding], [0, 0]])
+  rows = top[:, None] + tf.range(height)[None]  # [b, H]
+  columns = left[:, None] + tf.range(width)[None]  # [b, W]
+  image = tf.gather(padded, rows, axis=1, batch_dims=1)  # [b, H, W + 2p, C]
+  return tf.gather(image, columns, axis=2, batch_dims=1)  # [b, H, W, C]
+
+
+def build(config, input_shape: tuple[int, ...] | None, *, process_index: int = 0,
           process_count: int = 1) -> Data:
   """The batches of ``config.dataset`` for a model whose examples have shape ``input_shape``.
 
+  ``input_shape=None``: a model that takes images of any size (``ModelSpec.any_image_size``); the
+  batches keep the dataset's own shape (``info.image_shape``).
+
   Uses ``config.dataset``, ``batch_size`` and ``eval_batch_size`` (global), ``seed``, ``data_dir``
-  ('' or None: tfds' default), ``validation_split`` (0: evaluate on 'test'; f: train on the first
+  ('' or None: tfds' default), ``normalize``, ``validation_split`` (0: evaluate on 'test'; f: train on the first
   1 - f of 'train' and evaluate on the rest, as Keras' ``validation_split``; a ``Source.holdout``
   builder holds out f itself), ``download``, the augmentation keys (``augment_from``) and the
   dataset's own keys (``Source.options``). A label feature that is not a ClassLabel makes a
   regression dataset (float32 labels, ``num_classes`` None).
   """
-  name, input_shape = config.dataset, tuple(input_shape)
+  name = config.dataset
   source = DATASETS.get(name)
   options = source.options(config) if source is not None and source.options else None
   augment = augment_from(config)
   builder = prepared_builder(name, config.data_dir or None, config.get('download', True), options)
   features = builder.info.features
   image_shape = tuple(features['image'].shape)
+  input_shape = image_shape if input_shape is None else tuple(input_shape)
   if math.prod(image_shape) != math.prod(input_shape):
     raise ShapeMismatchError(
         f'dataset {name!r} has examples of shape {image_shape} but the model takes {input_shape}: '
@@ -345,4 +400,5 @@ def build(config, input_shape: tuple[int, ...], *, process_index: int = 0,
                       f'training examples of {name!r} ({train_split}): use a smaller batch size')
   return Data(info, builder, seed=config.seed, batch_size=config.batch_size,
               eval_batch_size=config.eval_batch_size, input_shape=input_shape,
-              process_index=process_index, process_count=process_count, augment=augment)
+              process_index=process_index, process_count=process_count, augment=augment,
+              normalize=bool(config.get('normalize', False)))

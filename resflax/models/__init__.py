@@ -13,7 +13,8 @@ import functools
 import flax.linen as nn
 
 from resflax.errors import ConfigError, UnknownNameError
-from resflax.models import densenet, highway, preact_resnet, resnet_cifar, resnext, seed
+from resflax.models import (densenet, highway, preact_resnet, resnet_cifar, resnext, seed,
+                            shortcut_study)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,11 +25,14 @@ class ModelSpec:
   input_shape: tuple[int, ...]  # one example, without the batch axis
   task: str  # 'classification' | 'regression'
   source: str  # the paper or seed cell it reproduces
+  # True: the model takes images of any height, width and channel count (convolutions + global
+  # pooling), e.g. the CIFAR nets on 28x28x1 digits; input_shape is then what it was made for.
+  any_image_size: bool = False
 
 
 def _cifar(module: Callable[..., nn.Module], source: str) -> ModelSpec:
-  """A CIFAR-10 paper model: 32x32x3 in (size-agnostic: 28x28x1 works too), class logits out."""
-  return ModelSpec(module, (32, 32, 3), 'classification', source)
+  """A CIFAR-10 paper model: made for 32x32x3, takes any image size (28x28x1 too), logits out."""
+  return ModelSpec(module, (32, 32, 3), 'classification', source, any_image_size=True)
 
 
 _p = functools.partial
@@ -44,6 +48,11 @@ MODELS: dict[str, ModelSpec] = {
     'cifar10_rescnn_deep': ModelSpec(
         functools.partial(seed.SeedResCNN, num_blocks=19, body='deep'), (32, 32, 3),
         'classification', 'seed 002 In[6]'),
+    # Not a seed cell: In[5]'s shallow CNN at the MNIST shape, for the seed-claims study's
+    # shallow-vs-deep comparison on digits (the seed compares them on CIFAR-10 only).
+    'mnist_rescnn_shallow': ModelSpec(
+        functools.partial(seed.SeedResCNN, num_blocks=2, body='shallow'), (28, 28, 1),
+        'classification', 'study: seed 002 In[5] at 28x28x1'),
     'mnist_densesum_mlp': ModelSpec(
         functools.partial(seed.ResidualMLP, dense_additive=True), (784,), 'classification',
         'seed 002 In[7]'),
@@ -69,6 +78,17 @@ MODELS: dict[str, ModelSpec] = {
     'plain44': _cifar(_p(resnet_cifar.ResNet44, shortcut='none'), '1512.03385 fig. 6 (plain)'),
     'plain56': _cifar(_p(resnet_cifar.ResNet56, shortcut='none'), '1512.03385 fig. 6 (plain)'),
     'plain110': _cifar(_p(resnet_cifar.ResNet110, shortcut='none'), 'plain ResNet-110 (no figure)'),
+    # The degradation study's depth ladder, 8 = 6*1+2 layers up: plain / residual (option A) /
+    # highway merge / dense-additive (seed 002 In[7]) on the same bodies (resnet_cifar.py).
+    'resnet8': _cifar(resnet_cifar.ResNet8, '1512.03385 sec. 4.2, n = 1'),
+    'plain8': _cifar(_p(resnet_cifar.ResNet8, shortcut='none'), '1512.03385 fig. 6 (plain), n = 1'),
+    **{f'{kind}{depth}': _cifar(_p(net, shortcut=shortcut), source)
+       for depth, net in ((8, resnet_cifar.ResNet8), (20, resnet_cifar.ResNet20),
+                          (56, resnet_cifar.ResNet56), (110, resnet_cifar.ResNet110))
+       for kind, shortcut, source in (
+           ('highway_resnet', 'highway', 'study: ResNet-CIFAR, highway merges (1505.00387 eq. 3)'),
+           ('dense_additive_resnet', 'dense_additive',
+            'study: ResNet-CIFAR, the seed 002 In[7] summing stack'))},
     # Stochastic depth (1603.09382): survival decays linearly to p_L = 0.5; rng 'stochastic_depth'.
     'resnet110_stochastic_depth': _cifar(resnet_cifar.ResNet110StochasticDepth,
                                          '1603.09382 table 1'),
@@ -94,6 +114,15 @@ MODELS: dict[str, ModelSpec] = {
     # Convolutional highway networks (1507.06228 table 2; layer lists reconstructed: highway.py).
     'highway_cifar19': _cifar(highway.HighwayCIFAR19, '1507.06228 table 2 (19 layers)'),
     'highway_cifar32': _cifar(highway.HighwayCIFAR32, '1507.06228 table 2 (32 layers)'),
+    # The shortcut study (seed 000's questions; scripts/shortcut_study.py): one body, the shortcut
+    # across each shape change swapped; digits (any image size) and 120x160 steering frames.
+    **{f'shortcut_study_{kind}': ModelSpec(
+        _p(shortcut_study.ShortcutStudyNet, shortcut=kind), (28, 28, 1), 'classification',
+        f'study: shortcut study ({kind})', any_image_size=True) for kind in shortcut_study.SHORTCUTS},
+    **{f'steering_shortcut_study_{kind}': ModelSpec(
+        _p(shortcut_study.ShortcutStudyNet, shortcut=kind, head='flatten', input_pool=4),
+        (120, 160, 3), 'regression', f'study: shortcut study on steering ({kind})')
+       for kind in shortcut_study.SHORTCUTS},
 }
 
 

@@ -49,11 +49,19 @@ class ResNetCIFAR(nn.Module):
 
   ``survival_prob_last < 1`` turns on stochastic depth (1603.09382 sec. 3): block ``l`` of ``L``
   keeps its residual branch with probability ``1 - l/L (1 - p_L)``.
+
+  Two more merges on the same skeleton, for the degradation study (same bodies, same depth):
+  ``shortcut='highway'``: ``act(T(x) * body(x) + (1 - T(x)) * A(x))`` with a pointwise gate
+  ``T`` whose bias starts at -2 (1505.00387 eq. 3, ``blocks.HighwayMerge``), ``A`` the option-A
+  shortcut; ``shortcut='dense_additive'``: the summing stack of seed 002 In[7] on conv maps: in
+  each stage, block ``i`` outputs ``act(body(o_{i-1}) + sum_{j<i} o_j)`` over the stage's earlier
+  outputs ``o_j``, where ``o_0`` is the stage input through the option-A shortcut.
   """
 
   stage_sizes: Sequence[int]  # n per stage
   block_cls: blocks.ModuleFactory = blocks.ConvNormActConvNorm
-  shortcut: str = 'A'  # 'A' zero-pad | 'B' projection + BN | 'none' (plain net)
+  shortcut: str = 'A'  # 'A' zero-pad | 'B' projection + BN | 'none' (plain) | 'highway' |
+  #                       'dense_additive'
   stage_features: Sequence[int] = (16, 32, 64)
   survival_prob_last: float = 1.0  # p_L; 1.0: no stochastic depth
   num_outputs: int = 10
@@ -72,6 +80,7 @@ class ResNetCIFAR(nn.Module):
     survival = blocks.linear_decay_survival(sum(self.stage_sizes), self.survival_prob_last)
     i = 0
     for stage, (n, features) in enumerate(zip(self.stage_sizes, self.stage_features)):
+      earlier = []  # dense_additive: this stage's earlier outputs o_0, o_1, ...
       for b in range(n):
         strides = 2 if stage > 0 and b == 0 else 1
         body = functools.partial(self.block_cls, features, strides=strides, conv=conv, norm=norm,
@@ -79,6 +88,19 @@ class ResNetCIFAR(nn.Module):
         name = f'block{i + 2}'
         if self.shortcut == 'none':
           x = act(body(name=name)(x))
+        elif self.shortcut == 'highway':
+          merge = functools.partial(blocks.HighwayMerge, gate=nn.Dense, gate_bias=-2.0)
+          shortcut = shortcut_for('A', x.shape[-1], features, strides, conv, norm)
+          x = act(blocks.ResidualBlock(body, shortcut, merge, name=name)(x))
+        elif self.shortcut == 'dense_additive':
+          if not earlier:  # o_0: the stage input, reshaped by option A where the stage starts
+            earlier.append(
+                shortcut_for('A', x.shape[-1], features, strides, conv, norm)(name=f'{name}_in')(x))
+          y = body(name=name)(x)  # x = o_{i-1}
+          for o in earlier:
+            y = y + o
+          x = act(y)
+          earlier.append(x)
         else:
           body = with_stochastic_depth(body, survival[i], train, self.axis_name)
           shortcut = shortcut_for(self.shortcut, x.shape[-1], features, strides, conv, norm)
@@ -100,5 +122,6 @@ ResNet1202 = functools.partial(ResNetCIFAR, stage_sizes=(200, 200, 200))
 # 1603.09382 table 1: ResNet-110 with linearly decaying survival, p_L = 0.5.
 ResNet110StochasticDepth = functools.partial(ResNet110, survival_prob_last=0.5)
 
-# Used for testing only.
-_ResNet8 = functools.partial(ResNetCIFAR, stage_sizes=(1, 1, 1))
+# n = 1: the smallest of the family (the degradation study's shallowest point; also the tests').
+ResNet8 = functools.partial(ResNetCIFAR, stage_sizes=(1, 1, 1))
+_ResNet8 = ResNet8

@@ -80,7 +80,8 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.batch_size, mesh)
   parallel.check_batch_size(config.eval_batch_size, mesh, 'eval_batch_size')
-  data = data_lib.build(config, spec.input_shape, process_index=jax.process_index(),
+  data = data_lib.build(config, None if spec.any_image_size else spec.input_shape,
+                        process_index=jax.process_index(),
                         process_count=jax.process_count())
   if data.info.task != spec.task:
     raise ConfigError(f'{config.model} is a {spec.task} model but {config.dataset} is a '
@@ -95,7 +96,7 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
                  else config.num_epochs * data.steps_per_epoch)
   tx = state_lib.make_optimizer(config, data.steps_per_epoch)
   init_rng = jax.random.fold_in(jax.random.key(config.seed), INIT_TAG)
-  create = functools.partial(state_lib.create_state, model, tx, spec.input_shape)
+  create = functools.partial(state_lib.create_state, model, tx, data.input_shape)
   train = functools.partial(steps.train_step, loss=config.loss, axis_name=axis_name,
                             block_metrics=config.get('log_block_metrics', False))
   evaluate_ = functools.partial(steps.eval_step, loss=config.loss, axis_name=axis_name)
@@ -135,6 +136,15 @@ def prepare_workdir(workdir: epath.Path, config: ml_collections.ConfigDict) -> N
                          f"({'; '.join(diff)}): use a new --workdir, or the same config to resume")
   if jax.process_index() == 0:
     saved_path.write_text(config_lib.to_json(config) + '\n')
+
+
+def write_model_info(workdir: epath.Path, exp: Experiment) -> None:
+  """``model.json``: what ``resflax report`` needs to rebuild the model (its input may be sized by
+  the dataset, ``ModelSpec.any_image_size``)."""
+  if jax.process_index() == 0:
+    info = {'model': exp.config.model, 'input_shape': list(exp.data.input_shape),
+            'num_outputs': exp.data.info.num_classes or 1}
+    (workdir / 'model.json').write_text(json.dumps(info) + '\n')
 
 
 def run_eval(exp: Experiment, state: state_lib.TrainState) -> dict[str, float]:
@@ -182,6 +192,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | epath.P
   parallel.initialize_distributed(config)
   exp = build(config)
   prepare_workdir(workdir, config)
+  write_model_info(workdir, exp)
   is_main = jax.process_index() == 0
   ckpt = checkpoint_lib.Checkpoints(workdir / 'checkpoints', keep=config.keep_checkpoints)
   host_state, meta = ckpt.restore_latest(exp.state)
@@ -291,8 +302,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | epath.P
   return {'step': step, **last_eval}
 
 
-def evaluate(workdir: str | epath.Path) -> dict:
-  """Evaluates the latest checkpoint of ``workdir`` with the config saved there."""
+def restore(workdir: str | epath.Path) -> tuple[Experiment, state_lib.TrainState, dict]:
+  """(experiment, host train state, checkpoint meta) of the latest checkpoint of ``workdir``,
+  rebuilt from the config saved there."""
   workdir = epath.Path(workdir)
   config_path = workdir / 'config.json'
   if not config_path.exists():
@@ -306,8 +318,13 @@ def evaluate(workdir: str | epath.Path) -> dict:
     state, meta = ckpt.restore_latest(exp.state, set_aside=False)
   finally:
     ckpt.close()
-  state = exp.place_state(state)
   if meta is None:
     raise CheckpointError(f'no readable checkpoint in {ckpt.directory}: train first, or point '
                           '--workdir at a run directory that has one')
-  return {'step': int(meta['step']), **run_eval(exp, state)}
+  return exp, state, meta
+
+
+def evaluate(workdir: str | epath.Path) -> dict:
+  """Evaluates the latest checkpoint of ``workdir`` with the config saved there."""
+  exp, state, meta = restore(workdir)
+  return {'step': int(meta['step']), **run_eval(exp, exp.place_state(state))}
