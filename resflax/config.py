@@ -85,6 +85,34 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def cifar10_paper_recipe(model: str, *, num_epochs: int, lr_boundaries_epochs: tuple[int, ...],
+                         weight_decay: float, nesterov: bool,
+                         batch_size: int = 128) -> ml_collections.ConfigDict:
+  """The CIFAR-10 recipe that the ResNet-era papers share (1512.03385 sec. 4.2 and its followers):
+  SGD with momentum 0.9 at lr 0.1, divided by 10 at ``lr_boundaries_epochs``; 4-pixel zero padding
+  + random 32x32 crop, horizontal flip, per-channel normalisation; train on all 50k, test on 10k.
+  The family configs (experiments/configs/*_cifar.py) differ only in the arguments."""
+  c = base_config()
+  c.model = model
+  c.dataset = 'cifar10'
+  c.validation_split = 0.0
+  c.augment_flip = True  # the papers' random horizontal flip
+  c.augment_crop_padding = 4  # 4-pixel zero padding + random 32x32 crop
+  c.normalize = True  # per-channel mean/std of the training split
+  c.batch_size = batch_size
+  c.num_epochs = num_epochs
+  c.optimizer = 'sgd'
+  c.learning_rate = 0.1
+  c.momentum = 0.9
+  c.nesterov = nesterov
+  c.weight_decay = weight_decay
+  c.lr_schedule = 'piecewise'
+  c.lr_boundaries_epochs = tuple(lr_boundaries_epochs)
+  c.lr_decay = 0.1
+  c.loss = 'softmax_cross_entropy'
+  return c
+
+
 def load(path: str | pathlib.Path) -> ml_collections.ConfigDict:
   """Runs ``get_config()`` of the experiment file at ``path``."""
   path = pathlib.Path(path)

@@ -54,6 +54,10 @@ def _restore(workdir: pathlib.Path):
   if spec.task != 'regression':
     raise ConfigError(f'{config.model} is a {spec.task} model: `resflax export` writes steering '
                       '(regression) models for a Donkeycar')
+  if config.get('normalize', False):
+    raise ConfigError(f'{workdir} was trained with --config.normalize=True: `resflax export` '
+                      'writes models that take x / 255 (as Donkeycar feeds them); retrain without '
+                      'normalize to export')
   model = models.build(config.model, num_outputs=1)
   tx = state_lib.make_optimizer(config, 1)  # the optimizer state's structure, for the restore
   template = jax.jit(lambda rng: state_lib.create_state(model, tx, spec.input_shape, rng))(

@@ -8,7 +8,11 @@ import sys
 
 import pytest
 
-from resflax import data
+# Tests compile into a fresh process each time, as a first run does; tests/test_cli.py checks the
+# persistent compilation cache on its own directory.
+os.environ.setdefault('RESFLAX_COMPILATION_CACHE', 'off')
+
+from resflax import data  # pylint: disable=g-import-not-at-top
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = REPO / 'experiments' / 'configs'

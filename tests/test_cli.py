@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import CONFIGS, run_cli
+from conftest import CONFIGS, read_metrics, run_cli, short_run_args
 from resflax import cli
 
 MLP = str(CONFIGS / 'mnist_resmlp.py')
@@ -149,3 +149,16 @@ def test_corrupt_latest_checkpoint_is_named_kept_and_skipped(capsys, trained_run
   assert f'checkpoint {latest} is unreadable' in err and '62.corrupt' in err
   assert _tree_digest(workdir / 'checkpoints' / '62.corrupt') == corrupt
   assert (workdir / 'checkpoints' / '62').is_dir()
+
+
+def test_a_rerun_loads_its_compiled_steps_from_the_persistent_cache(tmp_path, data_dir):
+  cache, workdir = tmp_path / 'cache', tmp_path / 'run'
+  args = short_run_args(data_dir, workdir, '--config.num_train_steps=3', '--config.progress=none')
+  env = {'RESFLAX_COMPILATION_CACHE': str(cache)}
+  run_cli(*args, env=env, check=True)
+  first = sorted(p.name for p in cache.iterdir())
+  assert any(name.startswith('jit_train_step') for name in first), first
+  run_cli(*short_run_args(data_dir, tmp_path / 'again', '--config.num_train_steps=3',
+                          '--config.progress=none'), env=env, check=True)
+  assert sorted(p.name for p in cache.iterdir()) == first  # every compile was a cache hit
+  assert read_metrics(workdir) == read_metrics(tmp_path / 'again')

@@ -11,7 +11,7 @@ from resflax import cli
 from resflax import config as config_lib
 from resflax import export
 from resflax import train
-from resflax.errors import ResflaxError, WorkdirError
+from resflax.errors import ConfigError, ResflaxError, WorkdirError
 
 from conftest import CONFIGS
 
@@ -100,3 +100,14 @@ def test_export_errors(exported, tmp_path, capsys):
   assert capsys.readouterr().err.startswith('resflax: error: ')
   summary = json.loads((root / 'out' / 'export.json').read_text())
   assert summary['roi_crop'] == [40, 4, 2, 6] and summary['model'] == 'steering_conv_shortcut'
+
+
+def test_export_refuses_a_normalised_run(exported, tmp_path):
+  root, _ = exported
+  run = tmp_path / 'normalised'
+  run.mkdir()
+  config = json.loads((root / 'run' / 'config.json').read_text())
+  (run / 'config.json').write_text(json.dumps({**config, 'normalize': True}))
+  with pytest.raises(ConfigError, match='normalize=True'):
+    export.export(run, tmp_path / 'out')
+  assert not (tmp_path / 'out').exists()

@@ -26,26 +26,9 @@ Augmentation ("mirroring/shifting", sec. 4.1): 4-pixel zero padding + random 32x
 normalisation (normalize, sec. 4.1).
 """
 
-from resflax.config import base_config
+from resflax.config import cifar10_paper_recipe
 
 
 def get_config():
-  config = base_config()
-  config.model = 'densenet_bc22_k12'
-  config.dataset = 'cifar10'
-  config.validation_split = 0.0
-  config.augment_flip = True  # the papers' random horizontal flip
-  config.augment_crop_padding = 4  # 4-pixel zero padding + random 32x32 crop
-  config.normalize = True  # per-channel mean/std of the training split
-  config.batch_size = 64
-  config.num_epochs = 300
-  config.optimizer = 'sgd'
-  config.learning_rate = 0.1
-  config.momentum = 0.9
-  config.nesterov = True
-  config.weight_decay = 1e-4
-  config.lr_schedule = 'piecewise'
-  config.lr_boundaries_epochs = (150, 225)
-  config.lr_decay = 0.1
-  config.loss = 'softmax_cross_entropy'
-  return config
+  return cifar10_paper_recipe('densenet_bc22_k12', num_epochs=300, lr_boundaries_epochs=(150, 225),
+                              weight_decay=1e-4, nesterov=True, batch_size=64)

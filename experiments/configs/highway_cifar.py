@@ -27,26 +27,9 @@ Weight decay: resflax's weight_decay adds wd * w to the gradient of every parame
 (including the gate biases) are not decayed.
 """
 
-from resflax.config import base_config
+from resflax.config import cifar10_paper_recipe
 
 
 def get_config():
-  config = base_config()
-  config.model = 'highway_cifar19'
-  config.dataset = 'cifar10'
-  config.validation_split = 0.0
-  config.augment_flip = True  # the papers' random horizontal flip
-  config.augment_crop_padding = 4  # 4-pixel zero padding + random 32x32 crop
-  config.normalize = True  # per-channel mean/std of the training split
-  config.batch_size = 128
-  config.num_epochs = 200
-  config.optimizer = 'sgd'
-  config.learning_rate = 0.1
-  config.momentum = 0.9
-  config.nesterov = False
-  config.weight_decay = 5e-4
-  config.lr_schedule = 'piecewise'
-  config.lr_boundaries_epochs = (100, 150)
-  config.lr_decay = 0.1
-  config.loss = 'softmax_cross_entropy'
-  return config
+  return cifar10_paper_recipe('highway_cifar19', num_epochs=200, lr_boundaries_epochs=(100, 150),
+                              weight_decay=5e-4, nesterov=False)

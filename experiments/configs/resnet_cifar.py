@@ -32,26 +32,9 @@ mean and std (normalize; the paper subtracts the per-pixel mean, most re-impleme
 schedule on a 45k/5k split; this config trains on all 50k images and evaluates on the test set.
 """
 
-from resflax.config import base_config
+from resflax.config import cifar10_paper_recipe
 
 
 def get_config():
-  config = base_config()
-  config.model = 'resnet56'
-  config.dataset = 'cifar10'
-  config.validation_split = 0.0
-  config.augment_flip = True  # the papers' random horizontal flip
-  config.augment_crop_padding = 4  # 4-pixel zero padding + random 32x32 crop
-  config.normalize = True  # per-channel mean/std of the training split
-  config.batch_size = 128
-  config.num_epochs = 164
-  config.optimizer = 'sgd'
-  config.learning_rate = 0.1
-  config.momentum = 0.9
-  config.nesterov = False
-  config.weight_decay = 1e-4
-  config.lr_schedule = 'piecewise'
-  config.lr_boundaries_epochs = (82, 123)
-  config.lr_decay = 0.1
-  config.loss = 'softmax_cross_entropy'
-  return config
+  return cifar10_paper_recipe('resnet56', num_epochs=164, lr_boundaries_epochs=(82, 123),
+                              weight_decay=1e-4, nesterov=False)
