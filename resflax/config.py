@@ -85,6 +85,44 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def seed002_recipe(model: str, dataset: str, *, batch_size: int,
+                   validation_split: float) -> ml_collections.ConfigDict:
+  """How seed 002 trains each of its models: Adam with AMSGrad at lr 1e-3, 10 epochs, evaluated on
+  the test split (``validation_data``, ``validation_split=0``) or the last 20% of train (0.2).
+
+  Loss: the seed compiles ``binary_crossentropy`` on a softmax output, a known mistake (Keras then
+  reports binary accuracy, which flatters the model). resflax defaults to softmax cross-entropy;
+  ``--config.loss=keras_binary_crossentropy`` reproduces the seed exactly.
+  """
+  c = base_config()
+  c.model = model
+  c.dataset = dataset
+  c.batch_size = batch_size
+  c.num_epochs = 10
+  c.validation_split = validation_split
+  c.optimizer = 'adam'
+  c.amsgrad = True
+  c.learning_rate = 1e-3
+  c.loss = 'softmax_cross_entropy'
+  return c
+
+
+def steering_recipe(model: str) -> ml_collections.ConfigDict:
+  """Seed 000's models trained as Donkeycar trains its pilots: MSE, Adam at lr 1e-3 (no AMSGrad),
+  batch 128, 20 epochs, the last 20% of the records held out; offline synthetic scenes by default."""
+  c = base_config()
+  c.model = model
+  c.dataset = 'synthetic_steering'
+  c.batch_size = 128
+  c.num_epochs = 20
+  c.validation_split = 0.2
+  c.optimizer = 'adam'
+  c.amsgrad = False
+  c.learning_rate = 1e-3
+  c.loss = 'mse'
+  return c
+
+
 def cifar10_paper_recipe(model: str, *, num_epochs: int, lr_boundaries_epochs: tuple[int, ...],
                          weight_decay: float, nesterov: bool,
                          batch_size: int = 128) -> ml_collections.ConfigDict:

@@ -4,26 +4,16 @@ Reproduces the seed's Keras model layer for layer (`resflax summary --config exp
 prints the table). Trained as the seed trains it: Adam with AMSGrad at lr 1e-3, batch 256, 10 epochs,
 evaluated on the last 20% of train (`validation_split=0.2`).
 
-Loss: the seed compiles `binary_crossentropy` on a softmax output, a known mistake (Keras then
-reports binary accuracy, which flatters the model). resflax defaults to softmax cross-entropy; add
-`--config.loss=keras_binary_crossentropy` to reproduce the seed exactly.
+Loss: softmax cross-entropy; `--config.loss=keras_binary_crossentropy` is the seed's exact loss
+(see `resflax.config.seed002_recipe`).
 
   resflax train --config experiments/configs/mnist_rescnn_deep.py --workdir runs/mnist_rescnn_deep
   resflax train --config experiments/configs/mnist_rescnn_deep.py --config.dataset=mnist_5k --workdir runs/mnist_rescnn_deep_5k
 """
 
-from resflax.config import base_config
+from resflax.config import seed002_recipe
 
 
 def get_config():
-  config = base_config()
-  config.model = 'mnist_rescnn_deep'
-  config.dataset = 'mnist'
-  config.batch_size = 256
-  config.num_epochs = 10
-  config.validation_split = 0.2
-  config.optimizer = 'adam'
-  config.amsgrad = True
-  config.learning_rate = 1e-3
-  config.loss = 'softmax_cross_entropy'
-  return config
+  return seed002_recipe('mnist_rescnn_deep', 'mnist', batch_size=256,
+                        validation_split=0.2)

@@ -6,18 +6,8 @@ pilots: MSE loss, Adam at lr 1e-3, batch 128, a held-out 20% of the records for 
   resflax train --config experiments/configs/steering_dense_shortcut.py --workdir runs/steering_dense_shortcut
 """
 
-from resflax.config import base_config
+from resflax.config import steering_recipe
 
 
 def get_config():
-  config = base_config()
-  config.model = 'steering_dense_shortcut'
-  config.dataset = 'synthetic_steering'
-  config.batch_size = 128
-  config.num_epochs = 20
-  config.validation_split = 0.2
-  config.optimizer = 'adam'
-  config.amsgrad = False
-  config.learning_rate = 1e-3
-  config.loss = 'mse'
-  return config
+  return steering_recipe('steering_dense_shortcut')
