@@ -155,3 +155,13 @@ def test_batchnorm_axis_name_reaches_the_blocks_under_pmap():
   # Synced BN: the mean over both "devices" together is zero, not per device.
   np.testing.assert_allclose(jnp.mean(y, axis=(0, 1)), 0.0, atol=1e-4)
   assert float(jnp.abs(jnp.mean(y[0], axis=0)).max()) > 0.1
+
+
+@pytest.mark.parametrize('shape, window', [((2, 28, 28, 3), 3), ((2, 9, 7, 4), 2), ((1, 6, 6, 1), 3)])
+def test_window_max_pool_equals_nn_max_pool(shape, window):
+  x = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
+  pool = lambda x: nn.max_pool(x, (window, window), strides=(window, window), padding='VALID')
+  np.testing.assert_array_equal(blocks.window_max_pool(x, window), pool(x))
+  loss = lambda f: lambda x: jnp.sum(jnp.sin(f(x)))  # no ties in random normals: same gradient
+  np.testing.assert_array_equal(jax.grad(loss(lambda x: blocks.window_max_pool(x, window)))(x),
+                                jax.grad(loss(pool))(x))

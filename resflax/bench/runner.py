@@ -366,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
   if 'pipeline' not in args.skip:
     r = record(run_worker(args, 'pipeline', 'mnist_resmlp', 0))
     report['pipeline'] = None if 'error' in r else r
-    _log(f"input pipeline: {r.get('images_per_sec', r.get('error'))}")
+    _log(f"input pipeline: {r['images_per_sec']:,.0f} images/s" if 'images_per_sec' in r
+         else f"input pipeline: {r.get('error')}")
     if 'error' in r:
       notes.append(f"input pipeline: {r['error']}")
   if 'end-to-end' not in args.skip and 'resflax' in frameworks:

@@ -84,7 +84,7 @@ class SeedResCNN(nn.Module):
     conv = blocks.keras_conv
     x = nn.relu(conv(32, (3, 3), padding='VALID', name='stem0')(x))  # [N, H-2, W-2, 32]
     x = nn.relu(conv(64, (3, 3), padding='VALID', name='stem1')(x))  # [N, H-4, W-4, 64]
-    x = nn.max_pool(x, (3, 3), strides=(3, 3), padding='VALID')  # [N, (H-4)//3, (W-4)//3, 64]
+    x = blocks.window_max_pool(x, 3)  # MaxPooling2D(3): [N, (H-4)//3, (W-4)//3, 64]
     self.sow('intermediates', 'block1_output', x)
     if self.body == 'deep':
       body = functools.partial(blocks.ConvActNormConvAct, 64, conv=conv, norm=norm)
