@@ -61,9 +61,9 @@ def collect(task: str, runs: list[sweep.Run]) -> dict:
   spec = TASKS[task]
   out = {}
   for run in runs:
-    model = dict(run.overrides)['model']
+    model, seed = dict(run.overrides)['model'], int(dict(run.overrides)['seed'])
     kind = model.removeprefix(spec['prefix'])
-    entry = out.setdefault(kind, {'final': [], 'curves': [], 'minutes': []})
+    entry = out.setdefault(kind, {'final': [], 'by_seed': {}, 'curves': [], 'minutes': []})
     try:
       data = report.read_run(run.workdir)
     except Exception:  # pylint: disable=broad-except
@@ -72,6 +72,7 @@ def collect(task: str, runs: list[sweep.Run]) -> dict:
     if not evals:
       continue
     entry['final'].append(evals[-1][spec['metric']])
+    entry['by_seed'][seed] = evals[-1][spec['metric']]
     entry['curves'].append([(r['epoch'], r[spec['metric']]) for r in evals])
     summary = report.summarize(data)
     entry['minutes'].append(summary['minutes'])
@@ -115,13 +116,18 @@ def analyse(results: dict, seeds: list[int]) -> tuple[str, dict]:
     verdict[task] = {'best': best and best[0], 'tied': [r[0] for r in tied],
                      'cheapest_tied': cheapest and cheapest[0], 'rows': rows}
     lines += [f'### {spec["title"]}', '',
-              f'| shortcut | {metric} (mean ± std) | n | params | shortcut params | '
-              f'MFLOPs/example | step ms (batch 128) | peak MB (XLA) |',
-              '|---|---|---|---|---|---|---|---|']
+              f'| shortcut | {metric} (mean ± std) | vs zero-pad, paired by seed | n | params | '
+              f'shortcut params | MFLOPs/example | step ms (batch 128) | peak MB (XLA) |',
+              '|---|---|---|---|---|---|---|---|---|']
+    reference = res['accuracy'].get('zero_pad', {}).get('by_seed', {})
     for kind, mean, std, n, cost in rows:
       mark = ' **(best)**' if best and kind == best[0] else (' (tied)' if kind in verdict[task]['tied'] else '')
+      mine = res['accuracy'][kind].get('by_seed', {})
+      diffs = [mine[s] - reference[s] for s in sorted(mine) if s in reference]
+      paired = '' if kind == 'zero_pad' or not diffs else (
+          f'{_mean_std(diffs)[0]:+.4f} ± {_mean_std(diffs)[1]:.4f}')
       lines.append(
-          f"| {LABELS[kind]} | {_fmt(mean, std, metric)}{mark} | {n} | {cost.get('params', 0):,} | "
+          f"| {LABELS[kind]} | {_fmt(mean, std, metric)}{mark} | {paired} | {n} | {cost.get('params', 0):,} | "
           f"{cost.get('shortcut_params', 0):,} | {cost.get('flops', float('nan')) / 1e6:.2f} | "
           f"{cost.get('step_ms', float('nan')):.1f} | {cost.get('peak_mb', float('nan')):.0f} |")
     lines.append('')
@@ -150,21 +156,40 @@ def answers(results: dict, verdict: dict) -> str:
                    f"shortcut parameters, step time {ratio:.2f}x zero-pad's")
     if parts:
       text.append(f"- **{LABELS[kind]}** — " + '; '.join(parts) + '.')
-  text += ['', '## Q2: best practice for reshaping 3D tensors to a standard size', '']
+  text += ['', '## Q2: best practice for reshaping 3D tensors to a standard size', '',
+           'Candidates: the shortcuts that reshape (the plain and identity-only nets are references). '
+           'Rule: keep the candidates whose mean is within the sum of the standard deviations of the '
+           'best candidate on every task; of those, the ones within 10% of the fewest parameters; '
+           'of those, the best mean rank over the tasks.', '']
+  reshaping = [k for k in LABELS if k not in ('none', 'identity')]
+  ranks = {k: [] for k in reshaping}
+  tied_everywhere = set(reshaping)
   for task in results:
-    v = verdict[task]
-    metric = TASKS[task]['metric']
-    if not v['best']:
-      continue
-    text.append(
-        f"- {task}: best mean {metric}: **{LABELS[v['best']]}**; statistically tied with it (means "
-        f"within the sum of their standard deviations): {', '.join(LABELS[k] for k in v['tied'])}; "
-        f"the cheapest of those (parameters, then step time): **{LABELS[v['cheapest_tied']]}**.")
-  both = [k for k in LABELS if all(k in verdict[t]['tied'] for t in results)]
-  if both:
-    cheapest = min(both, key=lambda k: sum(stat(t, k)[2].get('params', 0) for t in results))
-    text.append(f"- On every task: tied with the best: {', '.join(LABELS[k] for k in both)}; the "
-                f"recommendation (cheapest of those): **{LABELS[cheapest]}**.")
+    spec = TASKS[task]
+    scored = [(k, stat(task, k)) for k in reshaping if stat(task, k)[0] == stat(task, k)[0]]
+    scored.sort(key=lambda kv: -kv[1][0] if spec['higher'] else kv[1][0])
+    for rank, (k, _) in enumerate(scored, 1):
+      ranks[k].append(rank)
+    best_mean, best_std, _ = scored[0][1]
+    tied = {k for k, (m, sd, _) in scored if abs(m - best_mean) <= best_std + sd}
+    tied_everywhere &= tied
+    text.append(f"- {task} ({spec['metric']}): best **{LABELS[scored[0][0]]}**; within noise of it: "
+                f"{', '.join(LABELS[k] for k, _ in scored if k in tied)}; outside: "
+                f"{', '.join(LABELS[k] for k, _ in scored if k not in tied) or 'none'}.")
+  params = {k: sum(stat(t, k)[2].get('params', 0) for t in results) for k in reshaping}
+  if tied_everywhere:
+    fewest = min(params[k] for k in tied_everywhere)
+    light = [k for k in tied_everywhere if params[k] <= 1.1 * fewest]
+    pick = min(light, key=lambda k: statistics.mean(ranks[k]) if ranks[k] else 1e9)
+    text.append(f"- Within noise of the best on every task: "
+                f"{', '.join(LABELS[k] for k in reshaping if k in tied_everywhere)}. Recommendation: "
+                f"**{LABELS[pick]}** (mean rank {statistics.mean(ranks[pick]):.1f} of "
+                f"{len(reshaping)}).")
+  heavy = max(reshaping, key=lambda k: params[k])
+  light_ref = min(reshaping, key=lambda k: params[k])
+  text.append(f"- Cost: {LABELS[heavy]} has {params[heavy] / max(params[light_ref], 1):,.0f}x the "
+              f"parameters of {LABELS[light_ref]} over the tasks' nets; see the step time and peak "
+              'memory columns.')
   return '\n'.join(text) + '\n'
 
 
@@ -258,7 +283,8 @@ def main(argv=None) -> int:
   tables, verdict = analyse(results, args.seeds)
   pngs = plots(results, out)
   (out / 'results.json').write_text(json.dumps(
-      {t: {'final': {k: v['final'] for k, v in r['accuracy'].items()}, 'costs': r['costs']}
+      {t: {'final': {k: v['final'] for k, v in r['accuracy'].items()},
+           'by_seed': {k: v['by_seed'] for k, v in r['accuracy'].items()}, 'costs': r['costs']}
        for t, r in results.items()}, indent=1) + '\n')
   import platform
   cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if 'model name' in l),

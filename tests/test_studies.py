@@ -187,3 +187,41 @@ def test_cifar_net_trains_on_digits_and_the_report_uses_their_shape(data_dir, tm
   summary = report.summarize(report.read_run(workdir))
   assert summary['flops'] == costs.forward_cost('resnet8', 10, (28, 28, 1))['flops']
   assert summary['flops'] < costs.forward_cost('resnet8', 10, (32, 32, 3))['flops']
+
+
+# --- the study scripts end to end, on a few steps (slow: `pytest -m slow`) -----------------------
+
+@pytest.mark.slow
+def test_shortcut_study_script_writes_its_report(data_dir, tmp_path):
+  import subprocess
+  import sys
+  out = tmp_path / 'out'
+  subprocess.run([sys.executable, 'scripts/shortcut_study.py', '--tasks', 'digits', '--kinds',
+                  'zero_pad', 'projection', '--seeds', '0', '1', '--root', str(tmp_path / 'runs'),
+                  '--out', str(out), '--repeats', '2', '--', '--config.num_train_steps=3',
+                  f'--config.data_dir={data_dir}'], cwd=CONFIGS.parents[1], check=True)
+  text = (out / 'README.md').read_text()
+  assert '| zero-pad + stride (option A) |' in text and '## Q2' in text
+  results = json.loads((out / 'results.json').read_text())
+  assert len(results['digits']['final']['projection']) == 2
+  assert (out / 'digits.png').stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_seed_claims_script_writes_its_report(data_dir, tmp_path):
+  import subprocess
+  import sys
+  root, out = tmp_path / 'runs', tmp_path / 'out'
+  cmd = [sys.executable, 'scripts/seed_claims_study.py', '--depths', '8', '--seeds', '0',
+         '--deep-cnn-seeds', '0', '--root', str(root), '--out', str(out)]
+  printed = subprocess.run(cmd + ['--print-only'], cwd=CONFIGS.parents[1], check=True,
+                           capture_output=True, text=True).stdout.splitlines()
+  assert len(printed) == 4 + 5 and all(l.startswith('resflax train') for l in printed)
+  # Train every run for 2 steps (the recipes' own lengths are the study's), then report.
+  for line in printed:
+    argv = line.split()[1:] + ['--config.num_train_steps=2', f'--config.data_dir={data_dir}']
+    assert cli.main(argv) == 0
+  subprocess.run(cmd + ['--stages', 'report'], cwd=CONFIGS.parents[1], check=True)
+  text = (out / 'README.md').read_text()
+  assert '## Verdicts' in text and '## Lesion study' in text
+  assert (out / 'lesion.png').is_file() and (out / 'degradation_curves.png').is_file()
