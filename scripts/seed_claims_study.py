@@ -42,10 +42,16 @@ SEED_RUNS = {  # name: (config, model, overrides) -- the seed cells that fit mni
     'rescnn_shallow': ('experiments/configs/mnist_rescnn_deep.py', 'mnist_rescnn_shallow',
                        (('batch_size', '64'),)),  # In[5]'s batch size
     'rescnn_deep': ('experiments/configs/mnist_rescnn_deep.py', 'mnist_rescnn_deep', ()),
+    # 4,000 digits make 15 steps of 256 per epoch: after the seed's 10 epochs the BatchNorm moving
+    # averages (Keras momentum 0.99) still hold 0.99^150 = 22% of their initial values. At batch 64
+    # (In[5]'s) the same 10 epochs are 620 steps.
+    'rescnn_deep_b64': ('experiments/configs/mnist_rescnn_deep.py', 'mnist_rescnn_deep',
+                        (('batch_size', '64'),)),
 }
 SEED_LABELS = {'resmlp': 'residual MLP (In[2])', 'densesum_mlp': 'summing MLP (In[7])',
                'rescnn_shallow': 'shallow residual CNN (In[5] body)',
-               'rescnn_deep': 'deep residual CNN (In[3])'}
+               'rescnn_deep': 'deep residual CNN (In[3])',
+               'rescnn_deep_b64': 'deep residual CNN (In[3]) at batch 64'}
 
 
 def model_name(kind: str, depth: int) -> str:
@@ -61,7 +67,7 @@ def degradation_runs(root: str, depths) -> list[sweep.Run]:
 def seed_runs(root: str, seeds, deep_seeds) -> list[sweep.Run]:
   runs = []
   for name, (config, model, extra) in SEED_RUNS.items():
-    for s in (deep_seeds if name == 'rescnn_deep' else seeds):
+    for s in (deep_seeds if name.startswith('rescnn_deep') else seeds):
       runs.append(sweep.Run(config, f'{root}/seeds/{name}_seed-{s}', (
           ('progress', 'none'), ('dataset', 'mnist_5k'), ('validation_split', '0.0'),
           ('model', model), ('seed', str(s)), *extra)))
@@ -209,25 +215,48 @@ def verdicts(deg: dict, seeds: dict, lesions: dict, depths) -> list[dict]:
   # 1. Vanishing gradients.
   decay = {k: {d: _decay(deg[k][d]) for d in depths if deg.get(k, {}).get(d)} for k in KINDS}
   if decay['plain'].get(hi) and decay['resnet'].get(hi):
-    plain_falls = decay['plain'][hi] < 0.5 * decay['plain'][lo]
-    res_holds = decay['resnet'][hi] >= 0.5 * decay['resnet'][lo]
-    verdict = ('partly supported' if plain_falls and res_holds else
-               'not supported' if not res_holds else
-               'not supported (as a difference: the plain nets do not vanish either)')
+    def mode(r):  # an order of magnitude either way
+      return 'vanishing' if r < 0.1 else 'exploding' if r > 10 else 'stable'
+    res_stable = all(mode(r) == 'stable' for r in decay['resnet'].values())
+    plain_mode = mode(decay['plain'][hi])
+    if res_stable and plain_mode == 'vanishing':
+      verdict = 'partly supported'
+    elif res_stable and plain_mode == 'exploding':
+      verdict = ('partly supported: the residual nets keep the gradient within 10x from output to '
+                 'input at every depth; the plain BN nets fail by exploding gradients, not vanishing')
+    elif res_stable:
+      verdict = 'not supported as a difference: the plain nets do not vanish either'
+    else:
+      verdict = 'not supported'
     numbers = '; '.join(
         f"{KINDS[k]}: " + ', '.join(f'{d} layers {decay[k][d]:.2f}' for d in depths if d in decay[k])
         for k in KINDS if decay[k])
     out.append({'claim': 'Residual blocks "eliminate the possibility of vanishing gradients".',
                 'verdict': verdict,
-                'rule': 'gradient norm of the first block / last block at initialisation (step 1, '
-                        'batch 128); "vanishing" = this ratio falls by more than half from the '
-                        f'{lo}- to the {hi}-layer net. "Eliminate" cannot be shown by a finite test: '
-                        'at best "partly".',
+                'rule': 'r = gradient norm of the first block / of the last block at initialisation '
+                        '(step 1, batch 128): "vanishing" if r < 0.1, "exploding" if r > 10, else '
+                        '"stable". "Eliminate" cannot be shown by a finite test: at best "partly".',
                 'numbers': numbers})
+  # 1b. Degradation, the problem residual blocks answer (1512.03385 fig. 6).
+  if all(deg.get(k, {}).get(d) for k in ('plain', 'resnet') for d in (lo, hi)):
+    loss = {k: {d: deg[k][d]['train_loss'] for d in depths if deg[k].get(d)} for k in ('plain', 'resnet')}
+    best_plain = min(loss['plain'], key=loss['plain'].get)
+    degrades = best_plain < hi and loss['plain'][hi] > 2 * loss['plain'][best_plain]
+    res_ok = loss['resnet'][hi] <= 2 * min(loss['resnet'].values())
+    out.append({'claim': 'Behind the claims: deeper *plain* nets train worse (degradation, He et al. '
+                         '2015 fig. 6), deeper residual nets do not.',
+                'verdict': 'supported' if degrades and res_ok else
+                           'partly supported' if degrades or res_ok else 'not supported',
+                'rule': f'final train loss of the {hi}-layer net more than twice that of the best '
+                        'shallower plain net; the residual nets stay within 2x of their best.',
+                'numbers': '; '.join(f"{KINDS[k]} train loss: " + ', '.join(
+                    f'{d} layers {v:.3f}' for d, v in sorted(loss[k].items())) for k in loss)})
   # 2. Deeper ResNets are better.
   res = {d: deg['resnet'][d]['test_accuracy'] for d in depths if deg.get('resnet', {}).get(d)}
-  sh, dp = _ms(seeds.get('rescnn_shallow', {}).get('accuracy', [])), _ms(
-      seeds.get('rescnn_deep', {}).get('accuracy', []))
+  sh = _ms(seeds.get('rescnn_shallow', {}).get('accuracy', []))
+  # The deep CNN at the shallow one's batch 64 (see SEED_RUNS: at 256 its BatchNorm averages have
+  # not settled after 10 epochs of 4,000 digits).
+  dp = _ms(seeds.get('rescnn_deep_b64', {}).get('accuracy', []))
   if res and sh[0] == sh[0] and dp[0] == dp[0]:
     ladder_up = all(res[a] <= res[b] + 0.005 for a, b in zip(sorted(res), sorted(res)[1:]))
     seed_up = dp[0] > sh[0] + sh[1] + dp[1]
@@ -239,21 +268,23 @@ def verdicts(deg: dict, seeds: dict, lesions: dict, depths) -> list[dict]:
                         'CNNs: deep beats shallow by more than the sum of their std.',
                 'numbers': ('residual ladder test accuracy: ' +
                             ', '.join(f'{d} layers {a:.3f}' for d, a in sorted(res.items())) +
-                            f'; seed CNNs on mnist_5k: shallow {sh[0]:.3f} ± {sh[1]:.3f}, '
-                            f'deep {dp[0]:.3f} ± {dp[1]:.3f}')})
+                            f'; seed CNNs on mnist_5k, both at batch 64: shallow {sh[0]:.3f} ± '
+                            f'{sh[1]:.3f}, deep {dp[0]:.3f} ± {dp[1]:.3f}')})
   # 3. Summing MLP: same performance, less time.
   a, b = seeds.get('resmlp', {}), seeds.get('densesum_mlp', {})
   if a.get('accuracy') and b.get('accuracy'):
     (ma, sa), (mb, sb) = _ms(a['accuracy']), _ms(b['accuracy'])
     ta, tb = a.get('step_ms', float('nan')), b.get('step_ms', float('nan'))
-    same = abs(ma - mb) <= sa + sb
+    same = mb >= ma - (sa + sb)  # the same or better
     faster = tb < ta / 1.05
-    verdict = ('supported' if same and faster else 'partly supported' if same or faster
-               else 'not supported')
+    verdict = ('supported' if same and faster else
+               'partly supported: the same or better accuracy, not faster' if same else
+               'partly supported: faster, lower accuracy' if faster else 'not supported')
     out.append({'claim': 'The summing "DenseNet-like" MLP "gives the same performance as the shallow '
                          'model but trains in less time" (In[7]).',
                 'verdict': verdict,
-                'rule': 'same performance: means within the sum of the std over seeds; less time: '
+                'rule': 'same performance: the summing MLP\'s mean is not below the residual MLP\'s '
+                        'by more than the sum of the std over seeds; less time: '
                         'train step more than 5% faster (median, batch 128, both timed in '
                         'alternating rounds in one process). "The shallow model" is read as In[2]\'s '
                         'residual MLP, the one In[7] modifies.',
@@ -286,16 +317,16 @@ def verdicts(deg: dict, seeds: dict, lesions: dict, depths) -> list[dict]:
   d = deg.get('resnet', {}).get(hi)
   if d and d['early_update_ratio']:
     u = np.asarray(d['early_update_ratio'])
-    active = int(np.sum(u > 0.5 * u.max()))
+    active = int(np.sum(u > 0.1 * u.max()))
     verdict = 'supported' if active <= 3 else 'not supported'
     out.append({'claim': '"During the initial training steps it will only have to [make] weight and '
                          'bias updates for the layers it is currently training ... effectively a '
                          'network that is 2-3 layers long while training."',
                 'verdict': verdict,
                 'rule': f'{hi}-layer residual net, mean update/parameter norm ratio per block over '
-                        'steps 2-11: supported if at most 3 blocks update at more than half the '
-                        'largest block\'s rate.',
-                'numbers': f'{active} of {len(u)} blocks above half the largest ratio; ratios '
+                        'steps 2-11: supported if at most 3 blocks update at more than a tenth of the '
+                        'largest block\'s rate (the others as good as frozen).',
+                'numbers': f'{active} of {len(u)} blocks above a tenth of the largest ratio; ratios '
                            f'min {u.min():.2e}, median {np.median(u):.2e}, max {u.max():.2e}'})
   # 6. CNNs better than MLPs on images.
   m, c = _ms(seeds.get('resmlp', {}).get('accuracy', [])), dp
@@ -303,8 +334,8 @@ def verdicts(deg: dict, seeds: dict, lesions: dict, depths) -> list[dict]:
     out.append({'claim': '"CNNs are still better on image data" (In[3] vs In[2]).',
                 'verdict': 'supported' if c[0] > m[0] + m[1] + c[1] else 'not supported',
                 'rule': 'deep residual CNN beats the residual MLP by more than the sum of their std.',
-                'numbers': f'residual MLP {m[0]:.3f} ± {m[1]:.3f}, deep residual CNN {c[0]:.3f} ± '
-                           f'{c[1]:.3f} (mnist_5k test accuracy)'})
+                'numbers': f'residual MLP {m[0]:.3f} ± {m[1]:.3f}, deep residual CNN at batch 64 '
+                           f'{c[0]:.3f} ± {c[1]:.3f} (mnist_5k test accuracy)'})
   # 7. "Training is roughly doubled" from the shallow to the deep CNN.
   sh_t, dp_t = seeds.get('rescnn_shallow', {}), seeds.get('rescnn_deep', {})
   if sh_t.get('step_ms') and dp_t.get('step_ms'):
@@ -474,8 +505,8 @@ def main(argv=None) -> int:
                  choices=['degradation', 'seeds', 'report'])
   p.add_argument('--depths', nargs='+', type=int, default=[8, 20, 56])
   p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
-  p.add_argument('--deep-cnn-seeds', nargs='+', type=int, default=[0, 1],
-                 help='seeds of the deep CNN (the slowest run: ~6 min each here)')
+  p.add_argument('--deep-cnn-seeds', nargs='+', type=int, default=[0],
+                 help='seeds of the deep CNN runs (the slowest: ~8 min each here)')
   p.add_argument('--root', default='runs/seed_claims')
   p.add_argument('--out', default='experiments/results/seed_claims')
   p.add_argument('--print-only', action='store_true')

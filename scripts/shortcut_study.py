@@ -292,7 +292,9 @@ def main(argv=None) -> int:
   command = 'python scripts/shortcut_study.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
   (out / 'README.md').write_text(
       '# Shortcut study (seed 000: Q1 and Q2)\n\n'
-      f'Written by `{command.strip()}`; seeds {args.seeds}; CPU: {cpu}, {os.cpu_count()} cores. '
+      f'Written by `{command.strip()}`'
+      + (' (the runs were trained by the same command without --report-only)' if args.report_only
+         else '') + f'; seeds {args.seeds}; CPU: {cpu}, {os.cpu_count()} cores. '
       'The net and the shortcuts: `resflax/models/shortcut_study.py`; recipes: '
       + ', '.join(f"`{TASKS[t]['config']}`" for t in args.tasks) + '. Step time: median of '
       f'{args.repeats} compiled train steps at batch 128 on a fixed batch (no input pipeline), '
