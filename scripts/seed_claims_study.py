@@ -451,7 +451,11 @@ def write_report(out: pathlib.Path, deg, seeds, lesions, depths, command: str) -
   pngs = plot_all(deg, lesions, depths, out)
   claims = verdicts(deg, seeds, lesions, depths)
   lines = ['# Seed 002\'s claims, tested', '',
-           f'Written by `{command}` on {cpu} ({os.cpu_count()} cores). Data: mnist_5k (4,000 '
+           f'Written by `{command}` on {cpu} ({os.cpu_count()} cores)'
+           + ('; the runs were trained by the same command without `--stages report`'
+              if 'report' in command and 'degradation' not in command else '')
+           + '. Nets missing from the tables were not trained here (see the command). '
+           'Data: mnist_5k (4,000 '
            'training digits, 1,000 test digits; CIFAR-10 is not reachable here). Recipes: '
            f'`{DEGRADATION_CONFIG}` (degradation, lesion) and the seed configs with '
            '`--config.dataset=mnist_5k --config.validation_split=0.0`.', '',
