@@ -10,19 +10,11 @@ Data and recipe as the seed 000 configs (steering_conv_shortcut.py): synthetic_s
 recipe has 20: halved so that the whole study fits in about an hour of a 2-core CPU).
 """
 
-from resflax.config import base_config
+from resflax.config import steering_recipe
 
 
 def get_config():
-  config = base_config()
-  config.model = 'steering_shortcut_study_projection'
-  config.dataset = 'synthetic_steering'
-  config.validation_split = 0.2
-  config.batch_size = 128
+  config = steering_recipe('steering_shortcut_study_projection')
   config.num_epochs = 10
-  config.optimizer = 'adam'
-  config.amsgrad = False
-  config.learning_rate = 1e-3
-  config.loss = 'mse'
   config.keep_checkpoints = 1
   return config
