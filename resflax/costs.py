@@ -19,6 +19,19 @@ import numpy as np
 from resflax import models
 
 
+def cpu_name() -> str:
+  """The CPU's model name (``/proc/cpuinfo``), or the platform's processor string."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  import platform
+  return platform.processor() or 'unknown'
+
+
 def _first(cost):
   return cost[0] if isinstance(cost, (list, tuple)) else cost
 

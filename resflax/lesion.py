@@ -31,20 +31,26 @@ def _is_block(module: nn.Module) -> bool:
   return bool(module.path) and BLOCK_NAME.match(module.path[-1]) is not None
 
 
-def block_names(model: nn.Module, variables, x) -> list[str]:
-  """The ``'/'``-joined paths of the model's blocks, in the order the forward pass calls them."""
-  names = []
+def _block_shapes(model: nn.Module, variables, x) -> dict[str, tuple]:
+  """``{path: (input shape, output shape)}`` of the model's blocks, in the order the forward pass
+  calls them (one abstract trace, no compute)."""
+  shapes = {}
 
   def record(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
     if context.method_name == '__call__' and _is_block(context.module):
-      name = '/'.join(context.module.path)
-      if name not in names:
-        names.append(name)
-    return next_fun(*args, **kwargs)
+      shapes.setdefault('/'.join(context.module.path),
+                        (getattr(args[0], 'shape', None) if args else None, out.shape))
+    return out
 
   with nn.intercept_methods(record):
     jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
-  return names
+  return shapes
+
+
+def block_names(model: nn.Module, variables, x) -> list[str]:
+  """The ``'/'``-joined paths of the model's blocks, in the order the forward pass calls them."""
+  return list(_block_shapes(model, variables, x))
 
 
 def gated_apply(model: nn.Module, names: list[str], mode: str = 'zero_branch'):
@@ -89,16 +95,7 @@ def deletable(model: nn.Module, variables, x, names: list[str], mode: str) -> li
   changes the shape)."""
   if mode == 'zero_branch':
     return [True] * len(names)
-  shapes = {}
-
-  def record(next_fun, args, kwargs, context):
-    out = next_fun(*args, **kwargs)
-    if context.method_name == '__call__' and _is_block(context.module):
-      shapes['/'.join(context.module.path)] = (getattr(args[0], 'shape', None), out.shape)
-    return out
-
-  with nn.intercept_methods(record):
-    jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+  shapes = _block_shapes(model, variables, x)
   return [shapes[n][0] == shapes[n][1] for n in names]
 
 

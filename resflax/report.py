@@ -41,6 +41,23 @@ def model_cost(model_name: str, num_outputs: int, input_shape=None) -> tuple[int
   return cost['params'], cost['flops']
 
 
+def mean_std(values) -> tuple[float, float]:
+  """(mean, sample std) of the finite values; (nan, nan) if none, std 0 for a single value."""
+  values = [v for v in values if v is not None and v == v]
+  if not values:
+    return float('nan'), float('nan')
+  return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def save_figure(fig, path: pathlib.Path) -> pathlib.Path:
+  """``fig`` as a PNG at ``path``, then closed."""
+  import matplotlib.pyplot as plt
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
 def summarize(run: dict) -> dict:
   config, rows = run['config'], run['rows']
   train = [r for r in rows if r['split'] == 'train']
@@ -100,15 +117,11 @@ def _plot_curves(runs: list[dict], out: pathlib.Path) -> list[pathlib.Path]:
     ax.set_title(f'{key} per step')
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    path = out / f'{key}.png'
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(save_figure(fig, out / f'{key}.png'))
   return written
 
 
-def _network_order(block: str) -> tuple:
+def network_order(block: str) -> tuple:
   """Input to output, as well as names tell: stems, numbered blocks/stages, then heads."""
   numbers = [int(n) for n in re.findall(r'\d+', block)]
   group = 0 if block.startswith('stem') else 1 if numbers and '/' in block else 2
@@ -128,7 +141,7 @@ def _plot_block_grad_norms(runs: list[dict], out: pathlib.Path) -> list[pathlib.
     if not logged:
       continue
     blocks = sorted((k.removeprefix('grad_norm/') for k in logged[0] if k.startswith('grad_norm/')),
-                    key=_network_order)
+                    key=network_order)
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(blocks)), 4.5))
     for row, label in ((logged[0], f"step {logged[0]['step']}"),
                        (logged[-1], f"step {logged[-1]['step']}")):
@@ -138,11 +151,7 @@ def _plot_block_grad_norms(runs: list[dict], out: pathlib.Path) -> list[pathlib.
     ax.set_title(f"{run['name']}: per-block gradient norms")
     ax.grid(alpha=0.3)
     ax.legend()
-    path = out / f"grad_norms_{run['name']}.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(save_figure(fig, out / f"grad_norms_{run['name']}.png"))
   return written
 
 

@@ -106,11 +106,11 @@ def main(argv: list[str]) -> int:
   print('\n'.join(run.command() for run in runs), flush=True)
   if args.print_only:
     return 0
-  results = run_all(runs)
-  failed = [(r, c) for r, c, _ in results if c != 0]
-  for run, seconds in ((r, s) for r, _, s in results):
+  failed = False
+  for run, code, seconds in run_all(runs):
     print(f'{seconds:8.1f} s  {run.workdir}')
-  for run, code in failed:
-    print(f'resflax: error: run {run.workdir} failed (exit {code}): rerun it with '
-          f'{run.command()}', file=sys.stderr)
+    if code != 0:
+      failed = True
+      print(f'resflax: error: run {run.workdir} failed (exit {code}): rerun it with '
+            f'{run.command()}', file=sys.stderr)
   return 1 if failed else 0

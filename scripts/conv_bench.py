@@ -50,6 +50,7 @@ from jax import lax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from resflax import blocks  # noqa: E402
+from resflax import costs  # noqa: E402
 from resflax.ops import conv as conv_ops  # noqa: E402
 
 DN = ('NHWC', 'HWIO', 'NHWC')
@@ -61,16 +62,6 @@ SHAPES = [
     ('block', (BATCH, 9, 9, 64), 64, 'SAME', 38),
     ('head', (BATCH, 9, 9, 64), 64, 'VALID', 1),
 ]
-
-
-def cpu_name() -> str:
-  try:
-    for line in open('/proc/cpuinfo'):
-      if line.startswith('model name'):
-        return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return 'unknown'
 
 
 def _pads(x_shape, pad):
@@ -321,7 +312,7 @@ def main():
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}] minor page faults, whole child: "
           f'{faults}; ms/step {ms["stock nn.Conv"]:.0f}')
     return
-  print(f'CPU: {cpu_name()} x {os.cpu_count()} | jax {jax.__version__} | '
+  print(f'CPU: {costs.cpu_name()} x {os.cpu_count()} | jax {jax.__version__} | '
         f'load avg {os.getloadavg()[0]:.2f} | XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}')
   t0 = time.perf_counter()
   if not args.no_convs:

@@ -77,11 +77,6 @@ def seed_runs(root: str, seeds, deep_seeds) -> list[sweep.Run]:
 # ----------------------------------------------------------------------------------------------
 # Reading the runs.
 # ----------------------------------------------------------------------------------------------
-def _block_key(name: str):
-  numbers = [int(n) for n in re.findall(r'\d+', name)]
-  return (0 if name.startswith('stem') else 2 if name in ('logits', 'head') else 1, numbers, name)
-
-
 def degradation_summary(run_dir: str) -> dict | None:
   try:
     data = report.read_run(run_dir)
@@ -96,7 +91,7 @@ def degradation_summary(run_dir: str) -> dict | None:
   for r in train:
     per_epoch.setdefault(r['epoch'], []).append(r)
   blocks = sorted((k.removeprefix('grad_norm/') for k in train[0] if k.startswith('grad_norm/')
-                   and re.fullmatch(r'block\d+', k.removeprefix('grad_norm/'))), key=_block_key)
+                   and re.fullmatch(r'block\d+', k.removeprefix('grad_norm/'))), key=report.network_order)
   grads = lambda row: [row[f'grad_norm/{b}'] for b in blocks]
   early = [r for r in train if 2 <= r['step'] <= 11]  # warm-up: step 1 has learning rate 0
   updates = [statistics.mean(r[f'update_ratio/{b}'] for r in early) for b in blocks] if early else []
@@ -196,13 +191,6 @@ def lesion(run_dir: str, kind: str, draws: int = 5) -> dict:
 # ----------------------------------------------------------------------------------------------
 # Verdicts: each computed from the numbers, with the rule stated next to it.
 # ----------------------------------------------------------------------------------------------
-def _ms(values):
-  values = [v for v in values if v is not None and v == v]
-  if not values:
-    return float('nan'), float('nan')
-  return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def _decay(summary):
   """First residual block's gradient norm over the last block's, at init (step 1)."""
   g = summary['grad_init']
@@ -253,10 +241,10 @@ def verdicts(deg: dict, seeds: dict, lesions: dict, depths) -> list[dict]:
                     f'{d} layers {v:.3f}' for d, v in sorted(loss[k].items())) for k in loss)})
   # 2. Deeper ResNets are better.
   res = {d: deg['resnet'][d]['test_accuracy'] for d in depths if deg.get('resnet', {}).get(d)}
-  sh = _ms(seeds.get('rescnn_shallow', {}).get('accuracy', []))
+  sh = report.mean_std(seeds.get('rescnn_shallow', {}).get('accuracy', []))
   # The deep CNN at the shallow one's batch 64 (see SEED_RUNS: at 256 its BatchNorm averages have
   # not settled after 10 epochs of 4,000 digits).
-  dp = _ms(seeds.get('rescnn_deep_b64', {}).get('accuracy', []))
+  dp = report.mean_std(seeds.get('rescnn_deep_b64', {}).get('accuracy', []))
   if res and sh[0] == sh[0] and dp[0] == dp[0]:
     ladder_up = all(res[a] <= res[b] + 0.005 for a, b in zip(sorted(res), sorted(res)[1:]))
     seed_up = dp[0] > sh[0] + sh[1] + dp[1]
@@ -273,7 +261,7 @@ def verdicts(deg: dict, seeds: dict, lesions: dict, depths) -> list[dict]:
   # 3. Summing MLP: same performance, less time.
   a, b = seeds.get('resmlp', {}), seeds.get('densesum_mlp', {})
   if a.get('accuracy') and b.get('accuracy'):
-    (ma, sa), (mb, sb) = _ms(a['accuracy']), _ms(b['accuracy'])
+    (ma, sa), (mb, sb) = report.mean_std(a['accuracy']), report.mean_std(b['accuracy'])
     ta, tb = a.get('step_ms', float('nan')), b.get('step_ms', float('nan'))
     same = mb >= ma - (sa + sb)  # the same or better
     faster = tb < ta / 1.05
@@ -295,7 +283,7 @@ def verdicts(deg: dict, seeds: dict, lesions: dict, depths) -> list[dict]:
   if les:
     single = [s for s, ok in zip(les['single'], les['same_shape']) if s is not None and ok]
     drop = les['intact'] - statistics.mean(single)
-    keep2 = _ms(les['random'].get(str(les['keep_two_k']), []))
+    keep2 = report.mean_std(les['random'].get(str(les['keep_two_k']), []))
     plain = lesions.get('plain')
     plain_single = ([s for s, ok in zip(plain['single'], plain['same_shape']) if s is not None and ok]
                     if plain else [])
@@ -329,7 +317,7 @@ def verdicts(deg: dict, seeds: dict, lesions: dict, depths) -> list[dict]:
                 'numbers': f'{active} of {len(u)} blocks above a tenth of the largest ratio; ratios '
                            f'min {u.min():.2e}, median {np.median(u):.2e}, max {u.max():.2e}'})
   # 6. CNNs better than MLPs on images.
-  m, c = _ms(seeds.get('resmlp', {}).get('accuracy', [])), dp
+  m, c = report.mean_std(seeds.get('resmlp', {}).get('accuracy', [])), dp
   if m[0] == m[0] and c[0] == c[0]:
     out.append({'claim': '"CNNs are still better on image data" (In[3] vs In[2]).',
                 'verdict': 'supported' if c[0] > m[0] + m[1] + c[1] else 'not supported',
@@ -378,10 +366,7 @@ def plot_all(deg: dict, lesions: dict, depths, out: pathlib.Path) -> list[str]:
       axes[row, col].legend(fontsize=7)
   axes[0, 0].set_ylabel('train loss (epoch mean)')
   axes[1, 0].set_ylabel('test error')
-  fig.tight_layout()
-  fig.savefig(out / 'degradation_curves.png', dpi=100)
-  plt.close(fig)
-  written.append('degradation_curves.png')
+  written.append(report.save_figure(fig, out / 'degradation_curves.png').name)
 
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   for kind in KINDS:
@@ -397,10 +382,7 @@ def plot_all(deg: dict, lesions: dict, depths, out: pathlib.Path) -> list[str]:
     ax.set_xticks(list(depths))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(out / 'depth.png', dpi=100)
-  plt.close(fig)
-  written.append('depth.png')
+  written.append(report.save_figure(fig, out / 'depth.png').name)
 
   hi = max(depths)
   fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
@@ -415,10 +397,7 @@ def plot_all(deg: dict, lesions: dict, depths, out: pathlib.Path) -> list[str]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
   axes[0].set_ylabel('gradient l2 norm')
-  fig.tight_layout()
-  fig.savefig(out / 'gradient_norms.png', dpi=100)
-  plt.close(fig)
-  written.append('gradient_norms.png')
+  written.append(report.save_figure(fig, out / 'gradient_norms.png').name)
 
   if lesions:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
@@ -437,17 +416,13 @@ def plot_all(deg: dict, lesions: dict, depths, out: pathlib.Path) -> list[str]:
       ax.set_ylabel('test accuracy')
       ax.grid(alpha=0.3)
       ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / 'lesion.png', dpi=100)
-    plt.close(fig)
-    written.append('lesion.png')
+    written.append(report.save_figure(fig, out / 'lesion.png').name)
   return written
 
 
 def write_report(out: pathlib.Path, deg, seeds, lesions, depths, command: str) -> pathlib.Path:
-  import platform
-  cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if 'model name' in l),
-             platform.processor()) if os.path.exists('/proc/cpuinfo') else platform.processor()
+  from resflax import costs
+  cpu = costs.cpu_name()
   pngs = plot_all(deg, lesions, depths, out)
   claims = verdicts(deg, seeds, lesions, depths)
   lines = ['# Seed 002\'s claims, tested', '',
@@ -476,10 +451,10 @@ def write_report(out: pathlib.Path, deg, seeds, lesions, depths, command: str) -
             '| seed cell | test accuracy (mean ± std) | seeds | train step ms (batch) | minutes per run |',
             '|---|---|---|---|---|']
   for name, e in seeds.items():
-    m, s = _ms(e['accuracy'])
+    m, s = report.mean_std(e['accuracy'])
     batch = e.get('batch_size') or (256 if 'deep' in name else 128)
     lines.append(f"| {SEED_LABELS[name]} | {m:.3f} ± {s:.3f} | {len(e['accuracy'])} | "
-                 f"{e.get('step_ms', float('nan')):.1f} ({batch}) | {_ms(e['minutes'])[0]:.1f} |")
+                 f"{e.get('step_ms', float('nan')):.1f} ({batch}) | {report.mean_std(e['minutes'])[0]:.1f} |")
   lines += ['', 'The CIFAR-10 cells (In[4], In[5], In[6]) need the real CIFAR-10 download: '
             '`resflax train --config experiments/configs/cifar10_rescnn_deep.py --workdir ...` '
             '(likewise `cifar10_resmlp.py`, `cifar10_rescnn_shallow.py`) on a machine with internet.',

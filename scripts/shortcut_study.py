@@ -49,13 +49,6 @@ LABELS = {
 }
 
 
-def _mean_std(values):
-  values = [v for v in values if v == v]
-  if not values:
-    return float('nan'), float('nan')
-  return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def collect(task: str, runs: list[sweep.Run]) -> dict:
   """Per shortcut kind: the final eval metric per seed and the eval curves."""
   spec = TASKS[task]
@@ -106,15 +99,13 @@ def analyse(results: dict, seeds: list[int]) -> tuple[str, dict]:
     metric, higher = spec['metric'], spec['higher']
     rows = []
     for kind, acc in res['accuracy'].items():
-      mean, std = _mean_std(acc['final'])
+      mean, std = report.mean_std(acc['final'])
       rows.append((kind, mean, std, len(acc['final']), res['costs'].get(kind, {})))
     valid = [r for r in rows if r[1] == r[1]]
     best = (max if higher else min)(valid, key=lambda r: r[1]) if valid else None
     # "As good as the best": within the best's standard deviation plus its own.
     tied = [r for r in valid if best and abs(r[1] - best[1]) <= best[2] + r[2]]
-    cheapest = min(tied, key=lambda r: (r[4].get('params', 0), r[4].get('step_ms', 0))) if tied else None
-    verdict[task] = {'best': best and best[0], 'tied': [r[0] for r in tied],
-                     'cheapest_tied': cheapest and cheapest[0], 'rows': rows}
+    verdict[task] = {'best': best and best[0], 'tied': [r[0] for r in tied], 'rows': rows}
     lines += [f'### {spec["title"]}', '',
               f'| shortcut | {metric} (mean ± std) | vs zero-pad, paired by seed | n | params | '
               f'shortcut params | MFLOPs/example | step ms (batch 128) | peak MB (XLA) |',
@@ -125,7 +116,7 @@ def analyse(results: dict, seeds: list[int]) -> tuple[str, dict]:
       mine = res['accuracy'][kind].get('by_seed', {})
       diffs = [mine[s] - reference[s] for s in sorted(mine) if s in reference]
       paired = '' if kind == 'zero_pad' or not diffs else (
-          f'{_mean_std(diffs)[0]:+.4f} ± {_mean_std(diffs)[1]:.4f}')
+          f'{report.mean_std(diffs)[0]:+.4f} ± {report.mean_std(diffs)[1]:.4f}')
       lines.append(
           f"| {LABELS[kind]} | {_fmt(mean, std, metric)}{mark} | {paired} | {n} | {cost.get('params', 0):,} | "
           f"{cost.get('shortcut_params', 0):,} | {cost.get('flops', float('nan')) / 1e6:.2f} | "
@@ -201,7 +192,7 @@ def plots(results: dict, out: pathlib.Path) -> list[str]:
   for task, res in results.items():
     spec = TASKS[task]
     kinds = list(res['accuracy'])
-    stats = [_mean_std(res['accuracy'][k]['final']) for k in kinds]
+    stats = [report.mean_std(res['accuracy'][k]['final']) for k in kinds]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.8))
     ax.barh(range(len(kinds)), [m for m, _ in stats], xerr=[s for _, s in stats], color='tab:blue')
     ax.set_yticks(range(len(kinds)), [LABELS[k] for k in kinds], fontsize=8)
@@ -224,11 +215,7 @@ def plots(results: dict, out: pathlib.Path) -> list[str]:
       ax2.set_yscale('log')
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / f'{task}.png'
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path.name)
+    written.append(report.save_figure(fig, out / f'{task}.png').name)
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for k, (m, s) in zip(kinds, stats):
       cost = res['costs'].get(k, {})
@@ -240,11 +227,7 @@ def plots(results: dict, out: pathlib.Path) -> list[str]:
     ax.set_ylabel(f"final {spec['metric']}")
     ax.set_title(f'{task}: {spec["metric"]} against model size', fontsize=9)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = out / f'{task}_vs_params.png'
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path.name)
+    written.append(report.save_figure(fig, out / f'{task}_vs_params.png').name)
   return written
 
 
@@ -286,9 +269,8 @@ def main(argv=None) -> int:
       {t: {'final': {k: v['final'] for k, v in r['accuracy'].items()},
            'by_seed': {k: v['by_seed'] for k, v in r['accuracy'].items()}, 'costs': r['costs']}
        for t, r in results.items()}, indent=1) + '\n')
-  import platform
-  cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if 'model name' in l),
-             platform.processor()) if os.path.exists('/proc/cpuinfo') else platform.processor()
+  from resflax import costs
+  cpu = costs.cpu_name()
   command = 'python scripts/shortcut_study.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
   (out / 'README.md').write_text(
       '# Shortcut study (seed 000: Q1 and Q2)\n\n'
