@@ -9,6 +9,9 @@ without touching the others::
 
 Blocks never see a ``train`` flag: the model binds the train mode into the factories it passes
 (``norm=partial(nn.BatchNorm, use_running_average=not train)``), as flax's ImageNet example does.
+Nor a ``dtype``: the model binds its computation dtype the same way
+(``conv=partial(nn.Conv, dtype=jnp.bfloat16)``), and the blocks' own arithmetic (sums, zero
+padding, gates, masks) keeps the dtype of its inputs.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import dataclasses
 import functools
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from resflax.errors import ConfigError, UnknownNameError
 from resflax.models import (densenet, highway, preact_resnet, resnet_cifar, resnext, seed,
@@ -21,7 +22,7 @@ from resflax.models import (densenet, highway, preact_resnet, resnet_cifar, resn
 class ModelSpec:
   """How to build a model and what it expects."""
 
-  module: Callable[..., nn.Module]  # called with num_outputs=..., axis_name=...
+  module: Callable[..., nn.Module]  # called with num_outputs=...; has axis_name, dtype fields
   input_shape: tuple[int, ...]  # one example, without the batch axis
   task: str  # 'classification' | 'regression'
   source: str  # the paper or seed cell it reproduces
@@ -136,11 +137,41 @@ def get_spec(name: str) -> ModelSpec:
     ) from None
 
 
-def build(name: str, *, num_outputs: int, axis_name: str | None = None) -> nn.Module:
-  """The Linen module registered as ``name``; ``axis_name`` syncs its BatchNorm under pmap."""
-  module = get_spec(name).module(num_outputs=num_outputs)
+# Computation dtypes a model may run in (parameters and BatchNorm statistics stay float32).
+DTYPES = ('float32', 'bfloat16', 'float16')
+
+
+def _computation_dtype(dtype) -> jnp.dtype:
+  """``dtype`` (a name such as 'bfloat16' or a jnp dtype) as a ``jnp.dtype`` of ``DTYPES``."""
+  try:
+    canonical = jnp.dtype(dtype)
+  except (TypeError, ValueError):  # not a dtype at all, e.g. 'bf16'
+    canonical = None
+  if canonical is None or canonical.name not in DTYPES:
+    raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}: use "
+                      '--config.dtype=float32 or bfloat16')
+  return canonical
+
+
+def build(name: str, *, num_outputs: int, axis_name: str | None = None,
+          dtype=jnp.float32) -> nn.Module:
+  """The Linen module registered as ``name``.
+
+  ``axis_name`` syncs its BatchNorm under pmap. ``dtype`` is the computation dtype
+  (``'bfloat16'`` or ``jnp.bfloat16`` for mixed precision): activations in ``dtype``, parameters,
+  BatchNorm statistics and the output in float32.
+  """
+  spec = get_spec(name)
+  dtype = _computation_dtype(dtype)
+  module = spec.module(num_outputs=num_outputs)
+  fields = {f.name for f in dataclasses.fields(module)}
+  if dtype != jnp.float32:
+    if 'dtype' not in fields:
+      raise ConfigError(f'model {name!r} has no dtype field, so it cannot compute in {dtype.name}: '
+                        'use --config.dtype=float32')
+    module = module.clone(dtype=dtype)
   if axis_name is not None:
-    if 'axis_name' not in {f.name for f in dataclasses.fields(module)}:
+    if 'axis_name' not in fields:
       raise ConfigError(f'model {name!r} has no axis_name field, so its BatchNorm cannot sync '
                         'across devices under pmap: use --config.parallel=jit (the default)')
     module = module.clone(axis_name=axis_name)

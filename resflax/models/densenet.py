@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 import functools
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -41,14 +42,16 @@ class DenseNet(nn.Module):
   dropout_rate: float = 0.0
   num_outputs: int = 10
   axis_name: str | None = None
+  dtype: Any = jnp.float32  # computation dtype (bfloat16: mixed precision); params stay float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):  # x: [N, H, W, C]
     norm = functools.partial(blocks.torch_batch_norm, use_running_average=not train,
-                             axis_name=self.axis_name)
+                             axis_name=self.axis_name, dtype=self.dtype)
     dropout = (functools.partial(blocks.Dropout, self.dropout_rate, deterministic=not train,
                                  axis_name=self.axis_name) if self.dropout_rate else None)
-    conv, act, k = blocks.he_conv, nn.relu, self.growth_rate
+    conv = functools.partial(blocks.he_conv, dtype=self.dtype)
+    act, k = nn.relu, self.growth_rate
     stem = self.stem_features or (2 * k if self.bottleneck and self.compression < 1 else 16)
     x = conv(stem, (3, 3), padding=1, name='stem_conv')(x)  # [N, H, W, stem]
     self.sow('intermediates', 'block1_output', x)
@@ -68,7 +71,8 @@ class DenseNet(nn.Module):
     x = act(norm(name='final_norm')(x))
     x = jnp.mean(x, axis=(1, 2))  # global average pooling
     self.sow('intermediates', 'pre_logits', x)
-    return nn.Dense(self.num_outputs, name='logits')(x)
+    x = nn.Dense(self.num_outputs, dtype=self.dtype, name='logits')(x)
+    return jnp.asarray(x, jnp.float32)  # the loss is computed in float32
 
 
 DenseNet40_k12 = functools.partial(DenseNet, stage_sizes=(12, 12, 12), growth_rate=12)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -45,6 +46,7 @@ class HighwayCIFAR(nn.Module):
   dropout_rate: float = 0.0
   num_outputs: int = 10
   axis_name: str | None = None  # no BatchNorm here; kept for a uniform model interface
+  dtype: Any = jnp.float32  # computation dtype (bfloat16: mixed precision); params stay float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):  # x: [N, H, W, C]
@@ -52,7 +54,7 @@ class HighwayCIFAR(nn.Module):
                                 axis_name=self.axis_name)
     # No BatchNorm, so the kernels must keep the forward signal: He-normal over the fan-in
     # (1502.01852), not the fan-out init of the BN nets (10x smaller logits at init here).
-    conv = functools.partial(nn.Conv, kernel_init=nn.initializers.he_normal())
+    conv = functools.partial(nn.Conv, kernel_init=nn.initializers.he_normal(), dtype=self.dtype)
     gate = functools.partial(conv, kernel_size=(3, 3), padding=1)
     merge = functools.partial(blocks.HighwayMerge, gate=gate, gate_bias=self.gate_bias)
     i = 1
@@ -72,7 +74,8 @@ class HighwayCIFAR(nn.Module):
     x = jnp.mean(x, axis=(1, 2))  # global average pooling
     self.sow('intermediates', 'pre_logits', x)
     x = dropout()(x)
-    return nn.Dense(self.num_outputs, name='logits')(x)
+    x = nn.Dense(self.num_outputs, dtype=self.dtype, name='logits')(x)
+    return jnp.asarray(x, jnp.float32)  # the loss is computed in float32
 
 
 HighwayCIFAR19 = functools.partial(HighwayCIFAR, stage_sizes=(4, 5, 5),

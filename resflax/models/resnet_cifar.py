@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -66,14 +67,15 @@ class ResNetCIFAR(nn.Module):
   survival_prob_last: float = 1.0  # p_L; 1.0: no stochastic depth
   num_outputs: int = 10
   axis_name: str | None = None  # BatchNorm's cross-device axis under pmap
+  dtype: Any = jnp.float32  # computation dtype (bfloat16: mixed precision); params stay float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):  # x: [N, H, W, C]
     if self.shortcut == 'none' and self.survival_prob_last < 1.0:
       raise ValueError('stochastic depth needs shortcuts: a plain block has no branch to drop')
     norm = functools.partial(blocks.torch_batch_norm, use_running_average=not train,
-                             axis_name=self.axis_name)
-    conv, act = blocks.he_conv, nn.relu
+                             axis_name=self.axis_name, dtype=self.dtype)
+    conv, act = functools.partial(blocks.he_conv, dtype=self.dtype), nn.relu
     x = conv(self.stage_features[0], (3, 3), padding=1, name='stem_conv')(x)
     x = act(norm(name='stem_norm')(x))  # [N, H, W, 16]
     self.sow('intermediates', 'block1_output', x)
@@ -89,7 +91,9 @@ class ResNetCIFAR(nn.Module):
         if self.shortcut == 'none':
           x = act(body(name=name)(x))
         elif self.shortcut == 'highway':
-          merge = functools.partial(blocks.HighwayMerge, gate=nn.Dense, gate_bias=-2.0)
+          merge = functools.partial(blocks.HighwayMerge,
+                                    gate=functools.partial(nn.Dense, dtype=self.dtype),
+                                    gate_bias=-2.0)
           shortcut = shortcut_for('A', x.shape[-1], features, strides, conv, norm)
           x = act(blocks.ResidualBlock(body, shortcut, merge, name=name)(x))
         elif self.shortcut == 'dense_additive':
@@ -109,7 +113,8 @@ class ResNetCIFAR(nn.Module):
         i += 1
     x = jnp.mean(x, axis=(1, 2))  # global average pooling: [N, 64]
     self.sow('intermediates', 'pre_logits', x)
-    return nn.Dense(self.num_outputs, name='logits')(x)
+    x = nn.Dense(self.num_outputs, dtype=self.dtype, name='logits')(x)
+    return jnp.asarray(x, jnp.float32)  # the loss is computed in float32
 
 
 # Depth 6n + 2 (table 6). Option A shortcuts; shortcut='B' for option B, 'none' for the plain net.

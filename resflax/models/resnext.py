@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -34,12 +35,13 @@ class ResNeXt(nn.Module):
   survival_prob_last: float = 1.0  # p_L of stochastic depth (1603.09382); 1.0: off
   num_outputs: int = 10
   axis_name: str | None = None
+  dtype: Any = jnp.float32  # computation dtype (bfloat16: mixed precision); params stay float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):  # x: [N, H, W, C]
     norm = functools.partial(blocks.torch_batch_norm, use_running_average=not train,
-                             axis_name=self.axis_name)
-    conv, act = blocks.he_conv, nn.relu
+                             axis_name=self.axis_name, dtype=self.dtype)
+    conv, act = functools.partial(blocks.he_conv, dtype=self.dtype), nn.relu
     x = conv(self.stem_features, (3, 3), padding=1, name='stem_conv')(x)
     x = act(norm(name='stem_norm')(x))  # [N, H, W, 64]
     self.sow('intermediates', 'block1_output', x)
@@ -58,7 +60,8 @@ class ResNeXt(nn.Module):
         i += 1
     x = jnp.mean(x, axis=(1, 2))  # global average pooling: [N, 1024]
     self.sow('intermediates', 'pre_logits', x)
-    return nn.Dense(self.num_outputs, name='logits')(x)
+    x = nn.Dense(self.num_outputs, dtype=self.dtype, name='logits')(x)
+    return jnp.asarray(x, jnp.float32)  # the loss is computed in float32
 
 
 ResNeXt29_8x64d = functools.partial(ResNeXt, cardinality=8, base_width=64)

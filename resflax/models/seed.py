@@ -4,14 +4,17 @@ Same layers, widths, kernel sizes, strides, paddings, activations, BatchNorm pla
 defaults (glorot-uniform kernels, zero biases, BN momentum 0.99 / epsilon 1e-3), so the trainable
 and non-trainable parameter counts equal the Keras originals (checked in tests/test_keras_parity.py).
 
-The models return logits (or the regression output); the seeds' final ``softmax`` is folded into the
-loss. Block outputs are sown into the ``intermediates`` collection as ``block{i}_output``, numbered
-as in the seed (``block1_output`` is the stem's output, as the seed's ``block_1_output``).
+The models return logits (or the regression output) in float32; the seeds' final ``softmax`` is
+folded into the loss. ``dtype`` is the computation dtype (``jnp.bfloat16`` for mixed precision):
+parameters stay float32 and BatchNorm keeps its statistics in float32. Block outputs are sown into
+the ``intermediates`` collection as ``block{i}_output``, numbered as in the seed
+(``block1_output`` is the stem's output, as the seed's ``block_1_output``).
 """
 
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -19,10 +22,10 @@ import jax.numpy as jnp
 from resflax import blocks
 
 
-def _train_mode_layers(train: bool, axis_name: str | None):
+def _train_mode_layers(train: bool, axis_name: str | None, dtype: Any):
   """The norm and dropout factories with the train mode bound once, for the whole model."""
   norm = functools.partial(blocks.keras_batch_norm, use_running_average=not train,
-                           axis_name=axis_name)
+                           axis_name=axis_name, dtype=dtype)
   dropout = functools.partial(blocks.Dropout, deterministic=not train, axis_name=axis_name)
   return norm, dropout
 
@@ -41,11 +44,12 @@ class ResidualMLP(nn.Module):
   dropout_rate: float = 0.5
   dense_additive: bool = False
   axis_name: str | None = None  # BatchNorm's cross-device axis under pmap
+  dtype: Any = jnp.float32  # computation dtype (bfloat16: mixed precision); params stay float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):  # x: [N, D]
-    norm, dropout = _train_mode_layers(train, self.axis_name)
-    dense = blocks.keras_dense
+    norm, dropout = _train_mode_layers(train, self.axis_name, self.dtype)
+    dense = functools.partial(blocks.keras_dense, dtype=self.dtype)
     x = nn.relu(dense(self.width, name='stem0')(x))
     x = nn.relu(dense(self.width, name='stem1')(x))
     self.sow('intermediates', 'block1_output', x)
@@ -59,7 +63,8 @@ class ResidualMLP(nn.Module):
     x = nn.relu(dense(self.width, name='head')(x))
     self.sow('intermediates', 'pre_logits', x)
     x = dropout(self.dropout_rate)(x)
-    return dense(self.num_outputs, name='logits')(x)
+    x = dense(self.num_outputs, name='logits')(x)
+    return jnp.asarray(x, jnp.float32)  # the loss is computed in float32
 
 
 class SeedResCNN(nn.Module):
@@ -77,11 +82,13 @@ class SeedResCNN(nn.Module):
   num_outputs: int = 10
   dropout_rate: float = 0.5
   axis_name: str | None = None
+  dtype: Any = jnp.float32  # computation dtype (bfloat16: mixed precision); params stay float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):  # x: [N, H, W, C]
-    norm, dropout = _train_mode_layers(train, self.axis_name)
-    conv = blocks.keras_conv
+    norm, dropout = _train_mode_layers(train, self.axis_name, self.dtype)
+    conv = functools.partial(blocks.keras_conv, dtype=self.dtype)
+    dense = functools.partial(blocks.keras_dense, dtype=self.dtype)
     x = nn.relu(conv(32, (3, 3), padding='VALID', name='stem0')(x))  # [N, H-2, W-2, 32]
     x = nn.relu(conv(64, (3, 3), padding='VALID', name='stem1')(x))  # [N, H-4, W-4, 64]
     x = blocks.window_max_pool(x, 3)  # MaxPooling2D(3): [N, (H-4)//3, (W-4)//3, 64]
@@ -95,10 +102,11 @@ class SeedResCNN(nn.Module):
     x = blocks.ResidualStack([body] * self.num_blocks, name='stack')(x)
     x = nn.relu(conv(64, (3, 3), padding='VALID', name='head_conv')(x))
     x = jnp.mean(x, axis=(1, 2))  # GlobalAveragePooling2D
-    x = nn.relu(blocks.keras_dense(256, name='head_dense')(x))
+    x = nn.relu(dense(256, name='head_dense')(x))
     self.sow('intermediates', 'pre_logits', x)
     x = dropout(self.dropout_rate)(x)
-    return blocks.keras_dense(self.num_outputs, name='logits')(x)
+    x = dense(self.num_outputs, name='logits')(x)
+    return jnp.asarray(x, jnp.float32)  # the loss is computed in float32
 
 
 class SteeringBranch(nn.Module):
@@ -109,15 +117,17 @@ class SteeringBranch(nn.Module):
   flatten: bool
   features: int = 64
   dropout: blocks.ModuleFactory = nn.Dropout
+  conv: blocks.ModuleFactory = blocks.keras_conv
+  dense: blocks.ModuleFactory = blocks.keras_dense
 
   @nn.compact
   def __call__(self, x):
-    x = blocks.keras_conv(self.conv_features, (3, 3), strides=(self.strides, self.strides),
-                          padding='SAME', name='conv2')(x)
+    x = self.conv(self.conv_features, (3, 3), strides=(self.strides, self.strides),
+                  padding='SAME', name='conv2')(x)
     x = self.dropout(0.2)(x)
     if self.flatten:
       x = x.reshape(x.shape[0], -1)
-    return blocks.keras_dense(self.features, name='dense')(x)
+    return self.dense(self.features, name='dense')(x)
 
 
 class SteeringNet(nn.Module):
@@ -134,22 +144,28 @@ class SteeringNet(nn.Module):
   shortcut: str = 'pointwise'  # 'pointwise' | 'flatten'
   num_outputs: int = 1
   axis_name: str | None = None  # no BatchNorm here; kept for a uniform model interface
+  dtype: Any = jnp.float32  # computation dtype (bfloat16: mixed precision); params stay float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):  # x: [N, 120, 160, 3]
-    _, dropout = _train_mode_layers(train, self.axis_name)
-    x = blocks.keras_conv(64, (6, 6), strides=(3, 3), padding='VALID', name='conv1')(x)
+    _, dropout = _train_mode_layers(train, self.axis_name, self.dtype)
+    conv = functools.partial(blocks.keras_conv, dtype=self.dtype)
+    dense = functools.partial(blocks.keras_dense, dtype=self.dtype)
+    x = conv(64, (6, 6), strides=(3, 3), padding='VALID', name='conv1')(x)
     x = dropout(0.2)(x)  # [N, 39, 52, 64]
     self.sow('intermediates', 'block1_output', x)
     if self.shortcut == 'pointwise':
-      branch = functools.partial(SteeringBranch, 64, 1, flatten=False, dropout=dropout)
-      shortcut = functools.partial(blocks.PointwiseDenseShortcut, 64, dense=blocks.keras_dense)
+      branch = functools.partial(SteeringBranch, 64, 1, flatten=False, dropout=dropout,
+                                 conv=conv, dense=dense)
+      shortcut = functools.partial(blocks.PointwiseDenseShortcut, 64, dense=dense)
     elif self.shortcut == 'flatten':
-      branch = functools.partial(SteeringBranch, 128, 2, flatten=True, dropout=dropout)
-      shortcut = functools.partial(blocks.FlattenDenseShortcut, 64, dense=blocks.keras_dense)
+      branch = functools.partial(SteeringBranch, 128, 2, flatten=True, dropout=dropout,
+                                 conv=conv, dense=dense)
+      shortcut = functools.partial(blocks.FlattenDenseShortcut, 64, dense=dense)
     else:
       raise ValueError(f"SteeringNet shortcut must be 'pointwise' or 'flatten', got {self.shortcut!r}")
     x = blocks.ResidualBlock(branch, shortcut, name='block2')(x)
     self.sow('intermediates', 'block2_output', x)
     x = x.reshape(x.shape[0], -1)
-    return blocks.keras_dense(self.num_outputs, name='angle_out')(x)
+    x = dense(self.num_outputs, name='angle_out')(x)
+    return jnp.asarray(x, jnp.float32)  # the loss is computed in float32

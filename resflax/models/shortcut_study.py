@@ -30,6 +30,7 @@ parameters). Blocks are ``block2`` .. ``block6`` (``block1_output``: the stem).
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -46,21 +47,24 @@ class SubsampledPointwiseDense(nn.Module):
 
   features: int
   strides: int = 1
+  dense: blocks.ModuleFactory = nn.Dense
 
   @nn.compact
   def __call__(self, x):  # [N, H, W, C] -> [N, H/s, W/s, features]
     x = x[:, :: self.strides, :: self.strides, :]
-    return blocks.PointwiseDenseShortcut(self.features, name='pointwise')(x)
+    return blocks.PointwiseDenseShortcut(self.features, dense=self.dense, name='pointwise')(x)
 
 
 class FlattenDenseToMap(nn.Module):
   """``FlattenDenseShortcut`` to ``prod(shape)`` units, reshaped to the map ``shape`` [H', W', C']."""
 
   shape: tuple[int, int, int]
+  dense: blocks.ModuleFactory = nn.Dense
 
   @nn.compact
   def __call__(self, x):  # [N, H, W, C] -> [N, *shape]
-    y = blocks.FlattenDenseShortcut(self.shape[0] * self.shape[1] * self.shape[2], name='flatten')(x)
+    y = blocks.FlattenDenseShortcut(self.shape[0] * self.shape[1] * self.shape[2],
+                                    dense=self.dense, name='flatten')(x)
     return y.reshape((x.shape[0], *self.shape))
 
 
@@ -68,14 +72,16 @@ class GlobalPoolDenseToMap(nn.Module):
   """``GlobalPoolDenseShortcut`` to ``shape[-1]`` channels, broadcast over the map ``shape``."""
 
   shape: tuple[int, int, int]
+  dense: blocks.ModuleFactory = nn.Dense
 
   @nn.compact
   def __call__(self, x):  # [N, H, W, C] -> [N, *shape]
-    y = blocks.GlobalPoolDenseShortcut(self.shape[-1], name='pool')(x)  # [N, C']
+    y = blocks.GlobalPoolDenseShortcut(self.shape[-1], dense=self.dense, name='pool')(x)  # [N, C']
     return jnp.broadcast_to(y[:, None, None, :], (x.shape[0], *self.shape))
 
 
-def shape_changing_shortcut(kind: str, features: int, out_hw: tuple[int, int], conv, norm):
+def shape_changing_shortcut(kind: str, features: int, out_hw: tuple[int, int], conv, norm,
+                            dense=nn.Dense):
   """The factory of the shortcut ``kind`` for a stride-2 block to ``[*out_hw, features]``."""
   out_shape = (*out_hw, features)
   return {
@@ -83,9 +89,9 @@ def shape_changing_shortcut(kind: str, features: int, out_hw: tuple[int, int], c
       'projection': functools.partial(blocks.ProjectionShortcut, features, 2, conv=conv, norm=norm),
       'avgpool_projection': functools.partial(blocks.AvgPoolProjectionShortcut, features, 2,
                                               conv=conv, norm=norm),
-      'pointwise_dense': functools.partial(SubsampledPointwiseDense, features, 2),
-      'flatten_dense': functools.partial(FlattenDenseToMap, out_shape),
-      'global_pool_dense': functools.partial(GlobalPoolDenseToMap, out_shape),
+      'pointwise_dense': functools.partial(SubsampledPointwiseDense, features, 2, dense=dense),
+      'flatten_dense': functools.partial(FlattenDenseToMap, out_shape, dense=dense),
+      'global_pool_dense': functools.partial(GlobalPoolDenseToMap, out_shape, dense=dense),
   }[kind]
 
 
@@ -98,14 +104,16 @@ class ShortcutStudyNet(nn.Module):
   stage_features: tuple[int, ...] = (16, 32, 64)
   num_outputs: int = 10
   axis_name: str | None = None
+  dtype: Any = jnp.float32  # computation dtype (bfloat16: mixed precision); params stay float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):  # x: [N, H, W, C]
     if self.shortcut not in SHORTCUTS:
       raise ValueError(f'shortcut must be one of {SHORTCUTS}, got {self.shortcut!r}')
     norm = functools.partial(blocks.torch_batch_norm, use_running_average=not train,
-                             axis_name=self.axis_name)
-    conv, act = blocks.he_conv, nn.relu
+                             axis_name=self.axis_name, dtype=self.dtype)
+    conv, act = functools.partial(blocks.he_conv, dtype=self.dtype), nn.relu
+    dense = functools.partial(nn.Dense, dtype=self.dtype)
     if self.input_pool > 1:
       p = (self.input_pool, self.input_pool)
       x = nn.avg_pool(x, p, strides=p)
@@ -123,8 +131,8 @@ class ShortcutStudyNet(nn.Module):
           x = act(body(name=name)(x))
         else:
           out_hw = (-(-x.shape[1] // strides), -(-x.shape[2] // strides))
-          shortcut = (blocks.IdentityShortcut if same_shape else
-                      shape_changing_shortcut(self.shortcut, features, out_hw, conv, norm))
+          shortcut = (blocks.IdentityShortcut if same_shape else shape_changing_shortcut(
+              self.shortcut, features, out_hw, conv, norm, dense))
           x = act(blocks.ResidualBlock(body, shortcut, name=name)(x))
         self.sow('intermediates', f'{name}_output', x)
         i += 1
@@ -133,4 +141,5 @@ class ShortcutStudyNet(nn.Module):
     else:
       x = x.reshape(x.shape[0], -1)
     self.sow('intermediates', 'pre_logits', x)
-    return nn.Dense(self.num_outputs, name='head')(x)
+    x = dense(self.num_outputs, name='head')(x)
+    return jnp.asarray(x, jnp.float32)  # the loss is computed in float32
