@@ -33,10 +33,10 @@ import ml_collections
 import numpy as np
 
 from resflax import models
-from resflax.data import pipeline  # before TensorFlow's first op: keeps TF off the accelerators
+from resflax.data import pipeline
 from resflax.errors import CheckpointError, ConfigError, ResflaxError, WorkdirError
 
-import tensorflow as tf  # pylint: disable=g-bad-import-order
+tf = pipeline.tensorflow()  # kept off the accelerators
 
 CHECK_BATCH = 4  # frames in the self-check written to export.json
 

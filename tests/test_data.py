@@ -34,9 +34,10 @@ def concat(batches, key):
 # --- mnist and cifar10 through tfds.testing.mock_data ------------------------------------------
 
 @pytest.mark.parametrize('name, image_shape', [('mnist', (28, 28, 1)), ('cifar10', (32, 32, 3))])
-def test_mock_pipeline(name, image_shape, monkeypatch):
+def test_mock_pipeline(name, image_shape, monkeypatch, tmp_path):
   monkeypatch.setattr(pipeline, '_reachable', lambda host: True)  # mock_data fakes the download.
-  config = make_config(dataset=name, batch_size=16, eval_batch_size=24, download=True)
+  config = make_config(dataset=name, batch_size=16, eval_batch_size=24, download=True,
+                       data_dir=str(tmp_path))
   flat = int(np.prod(image_shape))
   with tfds.testing.mock_data(num_examples=64):
     by_shape = {shape: data.build(config, shape) for shape in [(flat,), image_shape]}
@@ -54,6 +55,8 @@ def test_mock_pipeline(name, image_shape, monkeypatch):
       assert concat(evals, 'mask').sum() == 64
     flat_batch, image_batch = (next(d.train_batches(3)) for d in by_shape.values())
     np.testing.assert_array_equal(flat_batch['image'], image_batch['image'].reshape(16, flat))
+    assert_device_batches_equal_host_batches(by_shape[image_shape], epoch=0, start_step=0)
+  assert not list(tmp_path.rglob(pipeline.ARRAY_CACHE))  # mock examples are never cached
 
 
 # --- mnist_5k -----------------------------------------------------------------------------------
@@ -225,3 +228,38 @@ def test_normalize_uses_the_training_split_statistics(data_dir):
   raw = data.build(make_config(data_dir=data_dir, batch_size=500), None)
   for a, b in zip(raw.eval_batches(), d.eval_batches()):  # eval: the same (train) statistics
     np.testing.assert_allclose(b['image'], (a['image'] - mean) / std, rtol=1e-5, atol=1e-5)
+
+
+# --- the same batches built on the device (resflax.data.on_device) -----------------------------
+
+def assert_device_batches_equal_host_batches(d, epoch=1, start_step=2):
+  """``on_device.make_batch`` on the plan == the tf.data batches of ``train_batches``, bit for bit."""
+  import jax
+  from resflax.data import on_device
+  source = on_device.source(d.batch_recipe, *d.train_arrays())
+  plan = d.train_plan(epoch, start_step)
+  build = jax.jit(lambda s, p: on_device.make_batch(d.batch_recipe, s, p))
+  host = list(d.train_batches(epoch, start_step))
+  assert len(host) == len(plan['index']) > 0
+  for step, batch in enumerate(host):
+    on_device_batch = build(source, {k: v[step] for k, v in plan.items()})
+    for key in ('image', 'label'):
+      assert on_device_batch[key].dtype == batch[key].dtype
+      np.testing.assert_array_equal(np.asarray(on_device_batch[key]), batch[key], err_msg=key)
+  # Eval: no augmentation, but the ROI crop and the normalisation; the padding example too.
+  eval_source = on_device.source(d.eval_recipe, *d.eval_arrays())
+  eval_plan = d.eval_plan()
+  build_eval = jax.jit(lambda s, p: on_device.make_batch(d.eval_recipe, s, p))
+  for step, batch in enumerate(d.eval_batches()):
+    on_device_batch = build_eval(eval_source, {'index': eval_plan['index'][step]})
+    np.testing.assert_array_equal(eval_plan['mask'][step], batch['mask'])
+    for key in ('image', 'label'):
+      np.testing.assert_array_equal(np.asarray(on_device_batch[key]), batch[key], err_msg=key)
+
+
+@pytest.mark.parametrize('overrides, shape', [
+    ({}, (784,)),
+    (dict(augment_crop_padding=4, augment_flip=True, normalize=True), (28, 28, 1)),
+])
+def test_device_batches_equal_tf_data_batches(data_dir, overrides, shape):
+  assert_device_batches_equal_host_batches(data.build(make_config(data_dir=data_dir, **overrides), shape))

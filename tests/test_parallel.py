@@ -152,7 +152,8 @@ def test_sigkill_at_a_random_moment_then_resume_is_bit_exact(reference_run, data
 
 def test_sigterm_saves_the_current_step_and_exits_0(reference_run, data_dir, tmp_path):
   args = short_run_args(data_dir, tmp_path, '--config.num_train_steps=62',
-                        '--config.checkpoint_every_steps=1000')
+                        '--config.checkpoint_every_steps=1000',
+                        '--config.checkpoint_min_interval_s=0')
   proc = _launch(args, {})
   _wait_for_checkpoint(tmp_path, proc)  # the first checkpoint: epoch 1 (step 31)
   proc.send_signal(signal.SIGTERM)

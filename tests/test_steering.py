@@ -431,3 +431,14 @@ def test_steering_models_beat_the_mean_baseline(tfds_dir, tmp_path, model, learn
   assert train_rows and all({'mae', 'mse'} <= set(r) for r in train_rows)
   assert {'mae', 'mse', 'baseline_mae', 'baseline_mse'} <= set(eval_row)
   assert math.isclose(eval_row['loss'], eval_row['mse'], rel_tol=1e-6)
+
+
+def test_device_batches_equal_tf_data_batches(tfds_dir):
+  """Flip (negated angles) and the ROI crop, built on the device; brightness/contrast jitter is
+  left to tf.data (XLA would fuse its multiply-add)."""
+  from test_data import assert_device_batches_equal_host_batches
+  from resflax.data import on_device
+  config = make_config(data_dir=tfds_dir, augment_flip=True, roi_crop=(45, 5, 3, 2))
+  assert_device_batches_equal_host_batches(data.build(config, (120, 160, 3)), start_step=1)
+  jitter = data.build(make_config(data_dir=tfds_dir, augment_brightness=0.2), (120, 160, 3))
+  assert 'brightness' in on_device.unsupported(jitter.batch_recipe)

@@ -45,3 +45,21 @@ def test_only_the_main_process_writes(tmp_path):
   writer.truncate_after(0)
   writer.close()
   assert not (tmp_path / 'metrics.jsonl').exists() and not (tmp_path / 'tensorboard').exists()
+
+
+def test_tensorboard_scalars_are_written_without_tensorflow(tmp_path):
+  """The local TensorBoard writer never imports TensorFlow (in a fresh process); TensorBoard reads
+  the scalars back."""
+  import subprocess
+  import sys
+  code = ('import sys; from resflax.train import writers; '
+          f'w = writers.MetricsWriter(__import__("pathlib").Path({str(tmp_path)!r})); '
+          f'[w.write({{**{ROW!r}, "step": s, "loss": s / 10}}) for s in (1, 2)]; w.close(); '
+          'print("tensorflow" in sys.modules)')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
+  assert out.stdout.strip() == 'False'
+  from tensorboard.backend.event_processing import event_accumulator
+  events = event_accumulator.EventAccumulator(str(tmp_path / 'tensorboard'))
+  events.Reload()
+  assert [(e.step, round(e.value, 6)) for e in events.Scalars('train/loss')] == [(1, 0.1), (2, 0.2)]
+  assert events.Scalars('train/images_per_sec')[0].value == 1234.0

@@ -1,8 +1,10 @@
 """tfds datasets as numpy batches: the same global batches whatever the number of processes.
 
-Each process holds the whole split in memory (decoded uint8), draws the same global batches from
-``(config.seed, epoch)`` and keeps its contiguous slice of each; tf.data gathers, scales and
-prefetches that slice in the background.
+Each process holds the whole split in memory (decoded uint8, cached as ``.npy`` files after the
+first decode), draws the same global batches from ``(config.seed, epoch)`` and keeps its contiguous
+slice of each; tf.data gathers, scales and prefetches that slice in the background (or, with the
+split on the device, ``on_device.make_batch`` does it inside the step). TensorFlow is imported only
+when tf.data or tfds needs it (``tensorflow()``).
 """
 
 from __future__ import annotations
@@ -10,21 +12,32 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 import dataclasses
 import functools
+import hashlib
 import math
+import os
 import socket
 
+from etils import epath
 import numpy as np
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from resflax.data import donkey_tub, steering
 from resflax.data.mnist_5k import Mnist5k
 from resflax.errors import ConfigError, DatasetNotFoundError, ShapeMismatchError, UnknownNameError
 
-try:  # tf.data only: leave the accelerators to JAX. Must run before TF's first op.
-  tf.config.set_visible_devices([], 'GPU')
-except RuntimeError:  # Someone ran a TF op first; the devices are already set up.
-  pass
+
+@functools.cache
+def tensorflow():
+  """TensorFlow, imported on first use (~750 MiB and ~3.5 s), kept off the accelerators.
+
+  A run whose data lives on the device and whose split is cached as arrays never imports it.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:  # tf.data only: leave the accelerators to JAX. Must run before TF's first op.
+    tf.config.set_visible_devices([], 'GPU')
+  except RuntimeError:  # Someone ran a TF op first; the devices are already set up.
+    pass
+  return tf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,6 +172,7 @@ def prepared_builder(name: str, data_dir: str | None, download: bool,
   builder = source.builder(data_dir=data_dir, **(options or {}))
   if builder.is_prepared():
     return builder
+  tensorflow()  # tfds builds and downloads with TensorFlow
   if not source.hosts:  # Built from local files: never ask GCS for a prepared copy.
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(try_download_gcs=False))
@@ -176,10 +190,73 @@ def prepared_builder(name: str, data_dir: str | None, download: bool,
       f'--config.dataset=mnist_5k works offline')
 
 
-def _load(builder: tfds.core.DatasetBuilder, split: str) -> tuple[tf.Tensor, tf.Tensor]:
-  """The whole split, decoded, in tfds' fixed order: (images uint8 [n, ...], labels [n])."""
+ARRAY_CACHE = 'resflax_arrays'  # next to a prepared local dataset: its splits as .npy files
+
+
+def _load(builder: tfds.core.DatasetBuilder, split: str) -> tuple[np.ndarray, np.ndarray]:
+  """The whole split, decoded, in tfds' fixed order: (images uint8 [n, ...], labels [n]).
+
+  The first load decodes it with tf.data and keeps it as two ``.npy`` files in
+  ``<dataset dir>/resflax_arrays/``, named by a fingerprint of the dataset's record files (names,
+  sizes, times), so a rebuilt dataset is decoded afresh. Later loads read those files, without
+  TensorFlow. Local data dirs only; skipped where the files cannot be written.
+  """
+  fingerprint = _fingerprint(builder, split)
+  if fingerprint:
+    cache = epath.Path(builder.data_dir) / ARRAY_CACHE
+    names = [cache / f'{fingerprint}.{part}.npy' for part in ('images', 'labels')]
+    if all(p.exists() for p in names):
+      try:
+        return tuple(np.load(p) for p in names)
+      except (OSError, ValueError):  # unreadable (cut short?): decode the split again
+        pass
+  tensorflow()  # before TF's first op
   ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
-  return ds.batch(len(ds)).get_single_element()
+  images, labels = (t.numpy() for t in ds.batch(len(ds)).get_single_element())
+  if fingerprint and _recorded_size(builder, split) == len(labels):  # not tfds' mock data
+    try:
+      cache.mkdir(exist_ok=True)
+      for path, array in zip(names, (images, labels)):
+        tmp = path.with_name(f'{path.name}.{socket.gethostname()}.{os.getpid()}.tmp')
+        with tmp.open('wb') as f:
+          np.save(f, array)
+        tmp.replace(path)  # atomic: a reader never sees half a file
+    except OSError:  # a read-only data dir: decode each time
+      pass
+  return images, labels
+
+
+def _fingerprint(builder: tfds.core.DatasetBuilder, split: str) -> str | None:
+  """A name for ``split`` of this prepared copy of the dataset: the split string and a hash of its
+  record files' names, sizes and modification times. None: no local record files (a bucket, or
+  tfds.testing.mock_data), nothing is cached."""
+  data_dir = str(builder.data_dir)
+  base = split.split('[')[0]
+  if '://' in data_dir or not os.path.isdir(data_dir):
+    return None
+  files = sorted(f for f in os.listdir(data_dir) if f.startswith(f'{builder.name}-{base}.'))
+  if not files:
+    return None
+  stats = [(f, os.stat(os.path.join(data_dir, f))) for f in files]
+  digest = hashlib.sha1(repr([(f, st.st_size, st.st_mtime_ns) for f, st in stats]).encode())
+  safe = ''.join(c if c.isalnum() else '_' for c in split)
+  return f'{safe}-{digest.hexdigest()[:12]}'
+
+
+def _recorded_size(builder: tfds.core.DatasetBuilder, split: str) -> int | None:
+  """The number of examples of ``split`` in the dataset's metadata; None: none recorded."""
+  try:
+    return builder.info.splits[split].num_examples
+  except KeyError:
+    return None
+
+
+def _num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
+  size = _recorded_size(builder, split)
+  if size is None:  # no split metadata (tfds.testing.mock_data): count the examples
+    tensorflow()
+    size = len(builder.as_dataset(split=split))
+  return size
 
 
 class Data:
@@ -222,16 +299,25 @@ class Data:
   @functools.cached_property
   def _eval(self):
     # One extra zero example at index num_eval: the padding of the last eval batch.
-    return tuple(tf.concat([x, tf.zeros_like(x[:1])], 0)
+    return tuple(np.concatenate([x, np.zeros_like(x[:1])])
                  for x in _load(self._builder, self.info.eval_split))
+
+  @functools.cached_property
+  def _train_tensors(self):
+    """The train split as TensorFlow tensors, for tf.data's gathers."""
+    return tuple(map(tensorflow().convert_to_tensor, self._train))
+
+  @functools.cached_property
+  def _eval_tensors(self):
+    return tuple(map(tensorflow().convert_to_tensor, self._eval))
 
   @functools.cached_property
   def baseline(self) -> dict[str, float]:
     """Regression: the eval metrics of always predicting the mean train label; else {}."""
     if self.info.task != 'regression':
       return {}
-    mean = np.mean(self._train[1].numpy().astype(np.float64))
-    error = self._eval[1].numpy()[:self.info.num_eval].astype(np.float64) - mean
+    mean = np.mean(self._train[1].astype(np.float64))
+    error = self._eval[1][:self.info.num_eval].astype(np.float64) - mean
     return {'baseline_mae': float(np.mean(np.abs(error))),
             'baseline_mse': float(np.mean(np.square(error)))}
 
@@ -261,7 +347,7 @@ class Data:
     """
     if not self._normalize:
       return None
-    images = self._train[0].numpy()
+    images = self._train[0]
     if images.ndim != 4:
       raise ConfigError(f'--config.normalize=True needs images (height, width, channels); '
                         f'{self.info.name!r} stores {images.shape[1:]}')
@@ -269,29 +355,70 @@ class Data:
     mean, std = pixels.mean(0), pixels.std(0)
     return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
 
-  def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
-    """This process's slices of the global train batches ``start_step, ...`` of ``epoch``.
+  def train_plan(self, epoch: int, start_step: int = 0) -> dict[str, np.ndarray]:
+    """The global train batches ``start_step, ...`` of ``epoch`` as numbers: ``'index'`` int32
+    ``[steps, batch_size]`` (positions in the train split) and, with random augmentation, the draws
+    at the same positions (``flip``, ``alpha``, ``beta``, ``top``, ``left``).
 
     An epoch is a permutation of the whole split drawn from ``(seed, epoch)`` alone: every call,
-    every process count and every resume (``start_step``; skipping reads nothing) sees the same
-    global batches. The last partial batch of an epoch is dropped (``steps_per_epoch`` full ones).
+    every process count and every resume (``start_step``) sees the same global batches. The last
+    partial batch of an epoch is dropped (``steps_per_epoch`` full ones).
     """
     order = np.random.default_rng([self._seed, epoch]).permutation(self.info.num_train)
     steps, size = self.steps_per_epoch, self._batch_size
-    batches = order[:steps * size].reshape(steps, size)
+    plan = {'index': order[:steps * size].reshape(steps, size).astype(np.int32)}
     draws = self._augment_draws(epoch)
-    return self._stream(self._train, batches[start_step:],
-                        draws=draws and tuple(d[start_step:] for d in draws))
+    if draws is not None:
+      plan.update(zip(('flip', 'alpha', 'beta', 'top', 'left'), draws))
+    return {k: v[start_step:] for k, v in plan.items()}
 
-  def eval_batches(self) -> Iterator[dict[str, np.ndarray]]:
-    """This process's slices of the global eval batches: every example once, in a fixed order.
+  def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    """This process's slices of the global train batches ``start_step, ...`` of ``epoch``
+    (``train_plan``; skipping reads nothing)."""
+    plan = self.train_plan(epoch, start_step)
+    draws = tuple(plan[k] for k in ('flip', 'alpha', 'beta', 'top', 'left')) if len(plan) > 1 else None
+    return self._stream(self._train_tensors, plan['index'], draws=draws)
 
-    The last global batch is padded with zero examples (``'mask'`` 0) up to ``eval_batch_size``.
-    """
+  def train_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+    """The whole train split as stored: (images uint8 ``[n, ...]``, labels int32 (classification)
+    or float32 (regression) ``[n]``), for ``on_device.make_batch``."""
+    images, labels = self._train
+    return images, labels.astype(np.float32 if self.info.task == 'regression' else np.int32)
+
+  @property
+  def train_bytes(self) -> int:
+    """Bytes of the stored (uint8) train split."""
+    return self.info.num_train * math.prod(self.info.image_shape)
+
+  @property
+  def batch_recipe(self):
+    """What ``on_device.make_batch`` needs to build this pipeline's train batches."""
+    from resflax.data import on_device  # pylint: disable=g-import-not-at-top (imports this module)
+    return on_device.BatchRecipe(self._input_shape, self.info.task == 'regression', self.augment,
+                                 self._roi, self.normalization)
+
+  @property
+  def eval_recipe(self):
+    """The same for eval batches: no augmentation but the ROI crop and the normalisation."""
+    return dataclasses.replace(self.batch_recipe, augment=Augment(roi_crop=self.augment.roi_crop))
+
+  def eval_plan(self) -> dict[str, np.ndarray]:
+    """The global eval batches: ``'index'`` int32 ``[batches, eval_batch_size]`` (every example
+    once, in a fixed order; the last batch padded with index ``num_eval``, a zero example) and
+    ``'mask'`` float32 (1 real example, 0 padding)."""
     n, size = self.info.num_eval, self._eval_batch_size
     num_batches = -(-n // size)
-    batches = np.minimum(np.arange(num_batches * size), n).reshape(num_batches, size)
-    return self._stream(self._eval, batches, mask=True)
+    index = np.minimum(np.arange(num_batches * size), n).reshape(num_batches, size)
+    return {'index': index.astype(np.int32), 'mask': (index < n).astype(np.float32)}
+
+  def eval_batches(self) -> Iterator[dict[str, np.ndarray]]:
+    """This process's slices of the global eval batches (``eval_plan``)."""
+    return self._stream(self._eval_tensors, self.eval_plan()['index'], mask=True)
+
+  def eval_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+    """The eval split as stored, plus the zero example at ``num_eval`` (as ``train_arrays``)."""
+    images, labels = self._eval
+    return images, labels.astype(np.float32 if self.info.task == 'regression' else np.int32)
 
   def _stream(self, arrays, batches: np.ndarray, mask: bool = False, draws=None):
     """Yields the examples at this process's columns of each row of ``batches`` (global indices).
@@ -303,6 +430,7 @@ class Data:
     local = batches[:, columns]
     b = local.shape[1]
     images, labels = arrays
+    tf = tensorflow()
     shape = (b, *self._input_shape)
     num_eval = self.info.num_eval
     regression = self.info.task == 'regression'
@@ -335,9 +463,10 @@ class Data:
     return iter(tfds.as_numpy(ds.prefetch(tf.data.AUTOTUNE)))
 
 
-def _pad_and_crop(image: tf.Tensor, padding: int, top: tf.Tensor, left: tf.Tensor) -> tf.Tensor:
+def _pad_and_crop(image, padding: int, top, left):
   """Each image of ``[b, H, W, C]`` zero-padded by ``padding`` and cropped back to HxW at its own
-  ``(top[i], left[i])`` in the padded frame (``0 .. 2 * padding``)."""
+  ``(top[i], left[i])`` in the padded frame (``0 .. 2 * padding``) (TensorFlow tensors)."""
+  tf = tensorflow()
   height, width = image.shape[1], image.shape[2]
   padded = tf.pad(image, [[0, 0], [padding, padding], [padding, padding], [0, 0]])
   rows = top[:, None] + tf.range(height)[None]  # [b, H]
@@ -392,8 +521,8 @@ def build(config, input_shape: tuple[int, ...] | None, *, process_index: int = 0
       name=name, task='classification' if classes else 'regression',
       num_classes=features['label'].num_classes if classes else None,
       image_shape=image_shape,
-      num_train=len(builder.as_dataset(split=train_split)),
-      num_eval=len(builder.as_dataset(split=eval_split)),
+      num_train=_num_examples(builder, train_split),
+      num_eval=_num_examples(builder, eval_split),
       train_split=train_split, eval_split=eval_split)
   if config.batch_size > info.num_train:
     raise ConfigError(f'--config.batch_size={config.batch_size} exceeds the {info.num_train} '

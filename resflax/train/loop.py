@@ -20,6 +20,7 @@ import time
 
 from etils import epath
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 
@@ -29,6 +30,7 @@ from resflax import models
 from resflax import parallel
 from resflax.errors import CheckpointError, ConfigError, NonFiniteLossError, WorkdirError
 from resflax.train import checkpoint as checkpoint_lib
+from resflax.train import feed as feed_lib
 from resflax.train import state as state_lib
 from resflax.train import steps
 from resflax.train import writers
@@ -43,7 +45,8 @@ class Experiment:
 
   ``state`` is the host view of the initial state (what checkpoints hold); ``place_state`` turns it
   into the running state (replicated on the mesh, or stacked per device for pmap) and
-  ``host_state`` back. ``place_batch`` turns this process's numpy batch into the step's input;
+  ``host_state`` back. ``feed`` brings the train batches to the step (``feed.py``);
+  ``place_batch`` turns this process's numpy eval batch into the eval step's input;
   ``host_metrics`` strips pmap's device axis from fetched metrics.
   """
 
@@ -51,7 +54,7 @@ class Experiment:
   mesh: jax.sharding.Mesh
   data: data_lib.Data
   state: state_lib.TrainState
-  train_step: Callable
+  feed: feed_lib.Feed
   eval_step: Callable
   schedule: Callable
   total_steps: int
@@ -91,7 +94,8 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
                       f'{data.info.num_train} training examples of {config.dataset}')
   pmap = config.parallel == 'pmap'
   axis_name = parallel.DATA_AXIS if pmap else None
-  model = models.build(config.model, num_outputs=data.info.num_classes or 1, axis_name=axis_name)
+  model = models.build(config.model, num_outputs=data.info.num_classes or 1, axis_name=axis_name,
+                       dtype=config.get('dtype', 'float32'))
   total_steps = (config.num_train_steps if config.num_train_steps > 0
                  else config.num_epochs * data.steps_per_epoch)
   tx = state_lib.make_optimizer(config, data.steps_per_epoch)
@@ -106,14 +110,14 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
     first = lambda tree: jax.tree.map(lambda x: x[0], tree)
     return Experiment(
         config, mesh, data, jax.jit(create)(init_rng),
-        jax.pmap(train, axis_name=axis_name, donate_argnums=0, in_axes=(0, 0, None)),
+        feed_lib.build_feed(config, data, mesh, train, evaluate_, pmap),
         jax.pmap(evaluate_, axis_name=axis_name), schedule, total_steps,
         place_state=parallel.replicate, host_state=parallel.unreplicate,
         place_batch=parallel.split_for_devices, host_metrics=first, dropout_rng=dropout_rng())
   replicated = parallel.replicated(mesh)  # global-view jit: batch sharded, state replicated
   return Experiment(
       config, mesh, data, jax.jit(create, out_shardings=replicated)(init_rng),
-      jax.jit(train, donate_argnums=0, out_shardings=(replicated, replicated)),
+      feed_lib.build_feed(config, data, mesh, train, evaluate_, pmap),
       jax.jit(evaluate_, out_shardings=replicated), schedule, total_steps,
       place_state=_identity, host_state=_identity,
       place_batch=functools.partial(parallel.global_batch, mesh), host_metrics=_identity,
@@ -150,8 +154,11 @@ def write_model_info(workdir: epath.Path, exp: Experiment) -> None:
 def run_eval(exp: Experiment, state: state_lib.TrainState) -> dict[str, float]:
   """Mean metrics over every example of the eval split, each counted once."""
   sums = None
-  for batch in exp.data.eval_batches():
-    out = exp.eval_step(state, exp.place_batch(batch))
+  if exp.feed.on_device:
+    outputs = (exp.feed.eval_run(state, plan) for plan in exp.feed.eval_inputs())
+  else:
+    outputs = (exp.eval_step(state, exp.place_batch(batch)) for batch in exp.data.eval_batches())
+  for out in outputs:
     sums = out if sums is None else jax.tree.map(lambda a, b: a + b, sums, out)
   sums = exp.host_metrics(jax.device_get(sums))
   count = float(sums.pop('count'))
@@ -206,6 +213,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | epath.P
   if meta is not None and is_main:
     progress.log({'split': 'note', 'step': start, 'epoch': start // spe, 'resumed_from': str(ckpt.directory / str(start))})
   last_eval, last_saved = None, (start if meta is not None else None)
+  last_save_time = time.monotonic()  # a restored (or fresh) state counts as just saved
   pending: list[dict] = []  # per-step metrics still on device; fetched every log_every_steps
   # Per-step metrics of a log interval cut by a preemption: saved with the checkpoint so that the
   # resumed run writes the same rows as an uninterrupted one.
@@ -256,34 +264,45 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | epath.P
     return metrics
 
   def save(step: int, unlogged: list[dict] = ()) -> None:
-    nonlocal last_saved
+    nonlocal last_saved, last_save_time
     meta = {'step': step, 'epoch': step // spe, 'steps_per_epoch': spe,
             'unlogged_metrics': list(unlogged)}
     ckpt.save(step, exp.host_state(state), meta)
-    last_saved = step
+    last_saved, last_save_time = step, time.monotonic()
+
+  def interval_passed() -> bool:
+    """Is an epoch-end save due (``checkpoint_min_interval_s`` since the last one)? Process 0's
+    clock decides for every process."""
+    passed = time.monotonic() - last_save_time >= config.checkpoint_min_interval_s
+    if jax.process_count() > 1:
+      passed = bool(multihost_utils.broadcast_one_to_all(np.int32(passed)))
+    return passed
 
   preemption = _Preemption(ckpt)
   step = start
   try:
     with preemption.installed():
       for epoch in range(start // spe, math.ceil(total / spe)):
-        for batch in exp.data.train_batches(epoch, start_step=step - epoch * spe):
+        epoch_stop = min((epoch + 1) * spe, total)
+        for inputs in exp.feed.inputs(epoch, step - epoch * spe):
           if step >= total:
             break
-          state, metrics = exp.train_step(state, exp.place_batch(batch), exp.dropout_rng)
+          state, metrics = exp.feed.run(state, inputs, exp.dropout_rng)
           pending.append(metrics)
           step += 1
           progress.step()
-          epoch_end = step % spe == 0 or step == total
           preempted = preemption(step)
-          save_due = epoch_end or preempted or (config.checkpoint_every_steps > 0
-                                                and step % config.checkpoint_every_steps == 0)
-          regular_save = save_due and not (preempted and not epoch_end and not (
-              config.checkpoint_every_steps > 0 and step % config.checkpoint_every_steps == 0))
-          if step % config.log_every_steps == 0 or regular_save:
+          epoch_end = step == epoch_stop
+          saving_every = (config.checkpoint_every_steps > 0
+                          and step % config.checkpoint_every_steps == 0)
+          # Rows fall at fixed steps whatever the clock says: the logs of a run are reproducible.
+          if step % config.log_every_steps == 0 or epoch_end or saving_every:
             log_train(step)
           if epoch_end:
             last_eval = evaluate_and_log(step)
+            interval_start = time.perf_counter()  # eval is not training throughput
+          save_due = (preempted or saving_every or step == total
+                      or (epoch_end and interval_passed()))
           if save_due:  # a preemption between log steps carries the unlogged metrics along
             save(step, unlogged=fetch_pending() if preempted else ())
             interval_start = time.perf_counter()  # eval and saving are not training throughput
