@@ -3,9 +3,11 @@
 ``--config.data_on_device`` ('auto': a train split up to ``AUTO_MAX_BYTES``, under jit). The whole
 split goes to the device once as uint8; each step receives a *plan* (the global batch's example
 indices and its augmentation draws, the same numbers ``Data.train_batches`` uses) and
-``make_batch`` builds the batch there. No tf.data, no host-to-device copy per step. ``make_batch``
-is the JAX twin of the tf.data map in ``pipeline.Data._stream``, op for op, so both paths give the
-same batches (tests/test_data.py checks them equal, bit for bit).
+``make_batch`` builds the batch there (eval batches too, from ``Data.eval_plan``). No tf.data, no
+host-to-device copy per step. ``make_batch`` gives the batches of the tf.data map in
+``pipeline.Data._stream`` bit for bit (tests/test_data.py, tests/test_steering.py): pixel values come
+from a table made with tf.data's float32 operations, and crop, flip and ROI act on the uint8 pixels.
+Brightness/contrast jitter is left to tf.data (``unsupported``).
 """
 
 from __future__ import annotations
