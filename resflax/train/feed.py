@@ -41,16 +41,15 @@ def keeps_data_on_device(config, data, pmap: bool) -> bool:
 
 @dataclasses.dataclass
 class Feed:
-  """An epoch's train inputs, placed for the step, and the step that consumes them:
-  ``run(state, inputs, rng) -> (state, metrics)``. With the data on the device, also the eval
-  inputs and ``eval_run(state, inputs) -> sums`` (else the loop's tf.data eval)."""
+  """The train and eval inputs, placed for their steps, and the steps that consume them:
+  ``run(state, inputs, rng) -> (state, metrics)``, ``eval_run(state, inputs) -> sums``."""
 
   data: object  # resflax.data.Data
   on_device: bool
   run: Callable
-  place: Callable  # this process's numpy batch (or the global plan of a step) -> the run's input
+  eval_run: Callable
+  place: Callable  # this process's numpy batch (or the global plan of a step) -> a step's input
   source: dict | None = None  # the train split on the device (on_device)
-  eval_run: Callable | None = None
 
   def inputs(self, epoch: int, start_step: int) -> Iterator:
     """The inputs of steps ``start_step, ...`` of ``epoch``."""
@@ -59,7 +58,10 @@ class Feed:
     return map(self.place, self.data.train_batches(epoch, start_step=start_step))
 
   def eval_inputs(self) -> Iterator:
-    return _rows(self.data.eval_plan(), self.place)
+    """The inputs of the eval batches (every example once)."""
+    if self.on_device:
+      return _rows(self.data.eval_plan(), self.place)
+    return map(self.place, self.data.eval_batches())
 
 
 def _rows(plan: dict, place: Callable) -> Iterator:
@@ -87,12 +89,15 @@ def build_feed(config, data, mesh, train: Callable, evaluate: Callable, pmap: bo
   """The feed of ``config`` (``data_on_device``) for the steps ``train`` and ``evaluate``."""
   device_data = keeps_data_on_device(config, data, pmap)
   if pmap:  # the batch split over the local devices
-    return Feed(data, False, jax.pmap(train, axis_name=parallel.DATA_AXIS, donate_argnums=0,
-                                      in_axes=(0, 0, None)), parallel.split_for_devices)
+    return Feed(data, False,
+                jax.pmap(train, axis_name=parallel.DATA_AXIS, donate_argnums=0,
+                         in_axes=(0, 0, None)),
+                jax.pmap(evaluate, axis_name=parallel.DATA_AXIS), parallel.split_for_devices)
   replicated = parallel.replicated(mesh)
   if not device_data:
     return Feed(data, False,
                 jax.jit(train, donate_argnums=0, out_shardings=(replicated, replicated)),
+                jax.jit(evaluate, out_shardings=replicated),
                 functools.partial(parallel.global_batch, mesh))
   sharded = parallel.batch_sharded(mesh)
   step = jax.jit(functools.partial(_step_on_device, train=train, recipe=data.batch_recipe,
@@ -104,5 +109,5 @@ def build_feed(config, data, mesh, train: Callable, evaluate: Callable, pmap: bo
   place = lambda arrays: jax.tree.map(functools.partial(_replicated_array, replicated), arrays)
   source = place(on_device.source(data.batch_recipe, *data.train_arrays()))
   eval_source = place(on_device.source(data.eval_recipe, *data.eval_arrays()))
-  return Feed(data, True, lambda state, plan, rng: step(state, plan, rng, source), place, source,
-              eval_run=lambda state, plan: eval_step(state, plan, eval_source))
+  return Feed(data, True, lambda state, plan, rng: step(state, plan, rng, source),
+              lambda state, plan: eval_step(state, plan, eval_source), place, source)

@@ -45,8 +45,7 @@ class Experiment:
 
   ``state`` is the host view of the initial state (what checkpoints hold); ``place_state`` turns it
   into the running state (replicated on the mesh, or stacked per device for pmap) and
-  ``host_state`` back. ``feed`` brings the train batches to the step (``feed.py``);
-  ``place_batch`` turns this process's numpy eval batch into the eval step's input;
+  ``host_state`` back. ``feed`` brings the train and eval batches to their steps (``feed.py``);
   ``host_metrics`` strips pmap's device axis from fetched metrics.
   """
 
@@ -55,12 +54,10 @@ class Experiment:
   data: data_lib.Data
   state: state_lib.TrainState
   feed: feed_lib.Feed
-  eval_step: Callable
   schedule: Callable
   total_steps: int
   place_state: Callable
   host_state: Callable
-  place_batch: Callable
   host_metrics: Callable
   dropout_rng: jax.Array  # the root of the per-step dropout / stochastic-depth keys
 
@@ -110,17 +107,14 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
     first = lambda tree: jax.tree.map(lambda x: x[0], tree)
     return Experiment(
         config, mesh, data, jax.jit(create)(init_rng),
-        feed_lib.build_feed(config, data, mesh, train, evaluate_, pmap),
-        jax.pmap(evaluate_, axis_name=axis_name), schedule, total_steps,
-        place_state=parallel.replicate, host_state=parallel.unreplicate,
-        place_batch=parallel.split_for_devices, host_metrics=first, dropout_rng=dropout_rng())
+        feed_lib.build_feed(config, data, mesh, train, evaluate_, pmap), schedule, total_steps,
+        place_state=parallel.replicate, host_state=parallel.unreplicate, host_metrics=first,
+        dropout_rng=dropout_rng())
   replicated = parallel.replicated(mesh)  # global-view jit: batch sharded, state replicated
   return Experiment(
       config, mesh, data, jax.jit(create, out_shardings=replicated)(init_rng),
-      feed_lib.build_feed(config, data, mesh, train, evaluate_, pmap),
-      jax.jit(evaluate_, out_shardings=replicated), schedule, total_steps,
-      place_state=_identity, host_state=_identity,
-      place_batch=functools.partial(parallel.global_batch, mesh), host_metrics=_identity,
+      feed_lib.build_feed(config, data, mesh, train, evaluate_, pmap), schedule, total_steps,
+      place_state=_identity, host_state=_identity, host_metrics=_identity,
       dropout_rng=jax.jit(dropout_rng, out_shardings=replicated)())
 
 
@@ -154,11 +148,8 @@ def write_model_info(workdir: epath.Path, exp: Experiment) -> None:
 def run_eval(exp: Experiment, state: state_lib.TrainState) -> dict[str, float]:
   """Mean metrics over every example of the eval split, each counted once."""
   sums = None
-  if exp.feed.on_device:
-    outputs = (exp.feed.eval_run(state, plan) for plan in exp.feed.eval_inputs())
-  else:
-    outputs = (exp.eval_step(state, exp.place_batch(batch)) for batch in exp.data.eval_batches())
-  for out in outputs:
+  for inputs in exp.feed.eval_inputs():
+    out = exp.feed.eval_run(state, inputs)
     sums = out if sums is None else jax.tree.map(lambda a, b: a + b, sums, out)
   sums = exp.host_metrics(jax.device_get(sums))
   count = float(sums.pop('count'))
