@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import warnings
 
@@ -157,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
       return 0
     from resflax import train
     result = train.train_and_evaluate(config, args.workdir)
+    if argv is None:  # the resflax program: the run is saved, so a late SIGTERM must not turn
+      signal.signal(signal.SIGTERM, signal.SIG_IGN)  # its exit into -15 (the notebook is left be)
     print('final ' + ' '.join(f'{k}={v:.4f}' if isinstance(v, float) else f'{k}={v}'
                               for k, v in result.items()), flush=True)
     return 0

@@ -271,8 +271,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | epath.P
 
   preemption = _Preemption(ckpt)
   step = start
-  try:
-    with preemption.installed():
+  # The handler stays until the last checkpoint is written: a SIGTERM that lands after the last
+  # step (or while that save finishes) lets the run end with exit 0 and everything saved.
+  with preemption.installed():
+    try:
       for epoch in range(start // spe, math.ceil(total / spe)):
         epoch_stop = min((epoch + 1) * spe, total)
         for inputs in exp.feed.inputs(epoch, step - epoch * spe):
@@ -304,11 +306,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | epath.P
             return {'preempted_at_step': step}
       if last_eval is None:  # nothing left to train: report the restored state
         last_eval = run_eval(exp, state)
-  finally:
-    ckpt.wait()
-    ckpt.close()
-    writer.close()
-    progress.close()
+    finally:
+      ckpt.wait()
+      ckpt.close()
+      writer.close()
+      progress.close()
   return {'step': step, **last_eval}
 
 
