@@ -125,7 +125,7 @@ def test_unreachable_coordinator_fails_within_bounded_time(data_dir, tmp_path):
 
 
 _SIGKILL_DURING_STEP = """
-import os, random, signal, sys, threading, time
+import os, signal, sys, threading, time
 from resflax import cli
 from resflax.train import writers
 kill_step, delay = int(sys.argv.pop(1)), float(sys.argv.pop(1))
@@ -149,7 +149,8 @@ time.sleep(60)  # the kill lands here when it comes after the end
 
 def test_sigkill_at_a_random_moment_then_resume_is_bit_exact(reference_run, data_dir, tmp_path):
   """The process dies (SIGKILL) at a random moment of the second epoch: mid-step, mid-eval or
-  mid-save. The rerun resumes from what was saved and ends as the uninterrupted run did."""
+  mid-save (orbax leaves a `*.orbax-checkpoint-tmp` folder). The rerun resumes from what was
+  saved and ends as the uninterrupted run did."""
   args = short_run_args(data_dir, tmp_path, '--config.num_train_steps=62',
                         '--config.checkpoint_min_interval_s=0')
   rng = random.Random(os.getpid())
@@ -159,7 +160,7 @@ def test_sigkill_at_a_random_moment_then_resume_is_bit_exact(reference_run, data
                         capture_output=True, text=True, timeout=300)
   where = f'step {kill_step} + {delay * 1e3:.0f} ms'
   assert proc.returncode == -signal.SIGKILL, f'{where}: {proc.stderr[-3000:]}'
-  assert (tmp_path / 'checkpoints' / '31').is_dir(), where
+  assert any(p.name.isdigit() for p in (tmp_path / 'checkpoints').iterdir()), where  # 10, 20, ...
   run_cli(*args, check=True)
   assert read_metrics(tmp_path) == read_metrics(reference_run), where
   assert_same_params(load_checkpoint(tmp_path / 'checkpoints' / '62'),
