@@ -230,13 +230,27 @@ def test_a_run_on_a_cached_small_split_never_imports_tensorflow(data_dir, tmp_pa
   assert read_metrics(tmp_path / 'first') == read_metrics(tmp_path / 'second')
 
 
+def test_a_cached_split_on_the_cpu_device_is_the_mapped_file_not_a_copy(data_dir):
+  """The cached split is memory-mapped; on CPU the device array reads those pages (one copy of
+  the split in memory, shared with every other process on the host)."""
+  from resflax.train import loop
+  loop.build(_config(data_dir)).data.train_arrays()  # the first load fills the cache
+  exp = loop.build(_config(data_dir))
+  host, _ = exp.data.train_arrays()
+  assert isinstance(host, np.memmap)
+  assert (exp.feed.source['images'].addressable_shards[0].data.unsafe_buffer_pointer()
+          == host.ctypes.data)
+
+
 def test_an_unreadable_array_cache_is_decoded_again(data_dir):
   import pathlib
   from resflax.data import pipeline
   config = _config(data_dir)
-  images, labels = pipeline.build(config, (784,)).train_arrays()  # fills the cache
+  images = np.array(pipeline.build(config, (784,)).train_arrays()[0])  # fills the cache
   cached = next((pathlib.Path(data_dir) / 'mnist_5k').glob(f'*/{pipeline.ARRAY_CACHE}/train-*.images.npy'))
-  cached.write_bytes(cached.read_bytes()[:100])  # cut short
+  cut = cached.with_name('cut.tmp')  # a file cut short, put in place by rename: rewriting the
+  cut.write_bytes(cached.read_bytes()[:100])  # mapped file itself would kill its live mappings
+  cut.replace(cached)
   again, _ = pipeline.build(config, (784,)).train_arrays()
   np.testing.assert_array_equal(again, images)
   np.testing.assert_array_equal(np.load(cached), images)  # and cached again

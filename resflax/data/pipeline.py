@@ -206,8 +206,9 @@ def _load(builder: tfds.core.DatasetBuilder, split: str) -> tuple[np.ndarray, np
     cache = epath.Path(builder.data_dir) / ARRAY_CACHE
     names = [cache / f'{fingerprint}.{part}.npy' for part in ('images', 'labels')]
     if all(p.exists() for p in names):
-      try:
-        return tuple(np.load(p) for p in names)
+      try:  # memory-mapped: on CPU the device array reads these pages (no second copy), and
+        # elsewhere they are page cache, shared by every process on the host and freed under pressure
+        return tuple(np.load(p, mmap_mode='r') for p in names)
       except (OSError, ValueError):  # unreadable (cut short?): decode the split again
         pass
   tensorflow()  # before TF's first op
