@@ -46,6 +46,9 @@ def test_same_command_twice_gives_identical_metrics(reference_run, data_dir, tmp
   assert rows == read_metrics(reference_run)
 
 
+# 14 s; the default suite resumes in new processes bit for bit in test_parallel's SIGTERM and
+# SIGKILL tests.
+@pytest.mark.slow
 def test_resume_in_a_new_process_is_bit_exact(reference_run, data_dir, tmp_path):
   run_cli(*short_run_args(data_dir, tmp_path, '--config.num_train_steps=31'), check=True)
   assert sorted(p.name for p in (tmp_path / 'checkpoints').iterdir()) == ['20', '30', '31']  # keep_checkpoints=3
