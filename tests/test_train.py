@@ -87,9 +87,12 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, m
 
 
 def test_epoch_end_saves_wait_for_the_min_interval_and_logs_do_not(data_dir, tmp_path):
-  """The default 30 s floor skips the epoch-end save of a 2-epoch run that takes a few seconds
-  (the last step is always saved); 0 saves at every epoch end. The logs are the same."""
-  train.train_and_evaluate(_config(data_dir, num_train_steps=62), tmp_path / 'floor')
+  """A floor longer than the run (the default is 30 s; an hour here, so a slow machine cannot pass
+  it) skips the epoch-end save (the last step is always saved); 0 saves at every epoch end. The
+  logs are the same."""
+  assert _config(data_dir).checkpoint_min_interval_s == 30.0
+  train.train_and_evaluate(_config(data_dir, num_train_steps=62, checkpoint_min_interval_s=3600.0),
+                           tmp_path / 'floor')
   train.train_and_evaluate(_config(data_dir, num_train_steps=62, checkpoint_min_interval_s=0.0),
                            tmp_path / 'every')
   assert sorted(p.name for p in (tmp_path / 'floor' / 'checkpoints').iterdir()) == ['62']
