@@ -158,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
       return 0
     from resflax import train
     result = train.train_and_evaluate(config, args.workdir)
-    if argv is None:  # the resflax program: the run is saved, so a late SIGTERM must not turn
-      signal.signal(signal.SIGTERM, signal.SIG_IGN)  # its exit into -15 (the notebook is left be)
+    if argv is None:  # the resflax program (not a caller's process): the run is saved, so a
+      signal.signal(signal.SIGTERM, signal.SIG_IGN)  # late SIGTERM must not make its exit -15
     print('final ' + ' '.join(f'{k}={v:.4f}' if isinstance(v, float) else f'{k}={v}'
                               for k, v in result.items()), flush=True)
     return 0

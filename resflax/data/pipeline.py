@@ -1,7 +1,7 @@
 """tfds datasets as numpy batches: the same global batches whatever the number of processes.
 
-Each process holds the whole split in memory (decoded uint8, cached as ``.npy`` files after the
-first decode), draws the same global batches from ``(config.seed, epoch)`` and keeps its contiguous
+Each process holds the whole split in memory (decoded uint8; after the first decode, cached as
+``.npy`` files and memory-mapped from them), draws the same global batches from ``(config.seed, epoch)`` and keeps its contiguous
 slice of each; tf.data gathers, scales and prefetches that slice in the background (or, with the
 split on the device, ``on_device.make_batch`` does it inside the step). TensorFlow is imported only
 when tf.data or tfds needs it (``tensorflow()``).
@@ -198,8 +198,8 @@ def _load(builder: tfds.core.DatasetBuilder, split: str) -> tuple[np.ndarray, np
 
   The first load decodes it with tf.data and keeps it as two ``.npy`` files in
   ``<dataset dir>/resflax_arrays/``, named by a fingerprint of the dataset's record files (names,
-  sizes, times), so a rebuilt dataset is decoded afresh. Later loads read those files, without
-  TensorFlow. Local data dirs only; skipped where the files cannot be written.
+  sizes, times), so a rebuilt dataset is decoded afresh. Later loads memory-map those files
+  (read-only), without TensorFlow. Local data dirs only; skipped where the files cannot be written.
   """
   fingerprint = _fingerprint(builder, split)
   if fingerprint:
