@@ -1,8 +1,8 @@
 """tfds datasets as numpy batches: the same global batches whatever the number of processes.
 
 Each process holds the whole split in memory (decoded uint8; after the first decode, cached as
-``.npy`` files and memory-mapped from them), draws the same global batches from ``(config.seed, epoch)`` and keeps its contiguous
-slice of each; tf.data gathers, scales and prefetches that slice in the background (or, with the
+``.npy`` files and memory-mapped from them), draws the same global batches from
+``(config.seed, epoch)`` and keeps its contiguous slice of each; tf.data gathers, scales and prefetches that slice in the background (or, with the
 split on the device, ``on_device.make_batch`` does it inside the step). TensorFlow is imported only
 when tf.data or tfds needs it (``tensorflow()``).
 """
@@ -78,6 +78,7 @@ class DatasetInfo:
 
 
 AUGMENT_TAG = 1  # an epoch's augmentation draws: default_rng([seed, epoch, AUGMENT_TAG])
+DRAWS = ('flip', 'alpha', 'beta', 'top', 'left')  # the names of an epoch's augmentation draws
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,8 +324,8 @@ class Data:
             'baseline_mse': float(np.mean(np.square(error)))}
 
   def _augment_draws(self, epoch: int) -> tuple[np.ndarray, ...] | None:
-    """(flip bool, alpha, beta float32, crop row, crop column int32), each ``[steps_per_epoch,
-    batch_size]``; None: no random augmentation."""
+    """(flip bool, alpha, beta float32, crop row, crop column int32) (``DRAWS``), each
+    ``[steps_per_epoch, batch_size]``; None: no random augmentation."""
     a = self.augment
     if not a.random:
       return None
@@ -370,21 +371,20 @@ class Data:
     plan = {'index': order[:steps * size].reshape(steps, size).astype(np.int32)}
     draws = self._augment_draws(epoch)
     if draws is not None:
-      plan.update(zip(('flip', 'alpha', 'beta', 'top', 'left'), draws))
+      plan.update(zip(DRAWS, draws))
     return {k: v[start_step:] for k, v in plan.items()}
 
   def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """This process's slices of the global train batches ``start_step, ...`` of ``epoch``
     (``train_plan``; skipping reads nothing)."""
     plan = self.train_plan(epoch, start_step)
-    draws = tuple(plan[k] for k in ('flip', 'alpha', 'beta', 'top', 'left')) if len(plan) > 1 else None
+    draws = tuple(plan[k] for k in DRAWS) if DRAWS[0] in plan else None
     return self._stream(self._train_tensors, plan['index'], draws=draws)
 
   def train_arrays(self) -> tuple[np.ndarray, np.ndarray]:
     """The whole train split as stored: (images uint8 ``[n, ...]``, labels int32 (classification)
     or float32 (regression) ``[n]``), for ``on_device.make_batch``."""
-    images, labels = self._train
-    return images, labels.astype(np.float32 if self.info.task == 'regression' else np.int32)
+    return self._as_stored(self._train)
 
   @property
   def train_bytes(self) -> int:
@@ -418,7 +418,10 @@ class Data:
 
   def eval_arrays(self) -> tuple[np.ndarray, np.ndarray]:
     """The eval split as stored, plus the zero example at ``num_eval`` (as ``train_arrays``)."""
-    images, labels = self._eval
+    return self._as_stored(self._eval)
+
+  def _as_stored(self, split: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = split
     return images, labels.astype(np.float32 if self.info.task == 'regression' else np.int32)
 
   def _stream(self, arrays, batches: np.ndarray, mask: bool = False, draws=None):

@@ -103,17 +103,17 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
   evaluate_ = functools.partial(steps.eval_step, loss=config.loss, axis_name=axis_name)
   schedule = state_lib.learning_rate_schedule(config, data.steps_per_epoch)
   dropout_rng = lambda: jax.random.fold_in(jax.random.key(config.seed), DROPOUT_TAG)
+  feed = feed_lib.build_feed(config, data, mesh, train, evaluate_, pmap)
   if pmap:  # the same step under jax.pmap: pmean'd gradients, synced BatchNorm
     first = lambda tree: jax.tree.map(lambda x: x[0], tree)
     return Experiment(
-        config, mesh, data, jax.jit(create)(init_rng),
-        feed_lib.build_feed(config, data, mesh, train, evaluate_, pmap), schedule, total_steps,
+        config, mesh, data, jax.jit(create)(init_rng), feed, schedule, total_steps,
         place_state=parallel.replicate, host_state=parallel.unreplicate, host_metrics=first,
         dropout_rng=dropout_rng())
   replicated = parallel.replicated(mesh)  # global-view jit: batch sharded, state replicated
   return Experiment(
-      config, mesh, data, jax.jit(create, out_shardings=replicated)(init_rng),
-      feed_lib.build_feed(config, data, mesh, train, evaluate_, pmap), schedule, total_steps,
+      config, mesh, data, jax.jit(create, out_shardings=replicated)(init_rng), feed, schedule,
+      total_steps,
       place_state=_identity, host_state=_identity, host_metrics=_identity,
       dropout_rng=jax.jit(dropout_rng, out_shardings=replicated)())
 
