@@ -3,6 +3,7 @@
   resflax train --config experiments/configs/mnist_resmlp.py --config.dataset=mnist_5k --workdir runs/q
   resflax eval --workdir runs/q
   resflax summary --config experiments/configs/mnist_resmlp.py
+  resflax models                                   # the registered model presets
   resflax report runs/a runs/b --out reports/ab        # markdown table + PNG plots
   resflax export --workdir runs/steering --out exported/   # TF SavedModel + TFLite for a Donkeycar
   resflax bench --models mnist_resmlp --json bench.json     # step time vs Keras 3 and PyTorch
@@ -53,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
   evaluate.add_argument('--workdir', required=True)
   summary = sub.add_parser('summary', help='the model table and its parameter counts')
   summary.add_argument('--config', required=True)
+  listing = sub.add_parser('models', help='the registered model presets, their sources and sizes')
+  listing.add_argument('names', nargs='*', metavar='NAME', help='only these (default: all)')
+  listing.add_argument('--imports', action='append', default=[], metavar='MODULE',
+                       help='import MODULE first (user code that registers models)')
   report = sub.add_parser('report', help='a markdown table + PNG plots from run directories')
   report.add_argument('runs', nargs='+', metavar='RUN_DIR', help='--workdir of resflax train runs')
   report.add_argument('--out', required=True, help='directory for report.md and the PNGs')
@@ -75,10 +80,20 @@ def _summary(config) -> str:
   import jax
   import jax.numpy as jnp
 
+  from resflax import config as config_lib
+  from resflax import data as data_lib
   from resflax import models
+  from resflax.train import steps
+  config_lib.import_modules(config)
   spec = models.get_spec(config.model)
-  model = models.build(config.model, num_outputs=10 if spec.task == 'classification' else 1)
-  x = jnp.zeros((1, *spec.input_shape), jnp.float32)
+  task = spec.task or steps.task_of(config.loss)
+  if spec.input_shape is not None:
+    input_shape, num_outputs = spec.input_shape, 10 if task == 'classification' else 1
+  else:  # a model that takes the dataset's shape: the dataset says what it is
+    data = data_lib.build(config, None)
+    input_shape, num_outputs = data.input_shape, data.info.num_classes or 1
+  model = models.from_config(config, num_outputs=num_outputs)
+  x = jnp.zeros((1, *input_shape), jnp.float32)
   table = nn.tabulate(model, jax.random.key(0), compute_flops=True,
                       console_kwargs={'width': 160, 'force_terminal': False})(x, train=False)
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
@@ -86,6 +101,33 @@ def _summary(config) -> str:
   trainable = count(variables['params'])
   non_trainable = count({k: v for k, v in variables.items() if k != 'params'})
   return f'{table}\ntrainable_params={trainable} non_trainable_params={non_trainable}'
+
+
+def _models_table(names: list[str], imports: list[str]) -> str:
+  """``resflax models``: each preset's task, input shape, parameter count there, and source."""
+  from resflax import config as config_lib
+  from resflax import models
+  from resflax.errors import UnknownNameError
+  config_lib.import_modules({'imports': tuple(imports)})
+  unknown = [n for n in names if n not in models.MODELS]
+  if unknown:
+    raise UnknownNameError(f"unknown model {unknown[0]!r}: `resflax models` lists the registered "
+                           'names (add --imports mypkg.models for your own)')
+  rows = ['| model | task | input | params | defaults | source |', '|---|---|---|---|---|---|']
+  for name in names or sorted(models.MODELS):
+    spec = models.MODELS[name]
+    shape = 'x'.join(map(str, spec.input_shape)) if spec.input_shape else 'dataset'
+    if spec.input_shape is None:
+      params = '-'
+    else:
+      module = models.build(name, num_outputs=10 if spec.task != 'regression' else 1)
+      params = f'{models.count_params(module, spec.input_shape):,}'
+    defaults = ', '.join(f'{k}={v}' for k, v in spec.defaults.items())
+    if spec.any_image_size and spec.input_shape:
+      shape += ' (any size)'
+    rows.append(f'| {name} | {spec.task or "any"} | {shape} | {params} | {defaults} | '
+                f'{spec.source} |')
+  return '\n'.join(rows)
 
 
 DEFAULT_COMPILATION_CACHE = os.path.join('~', '.cache', 'resflax', 'jax')
@@ -130,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
       from resflax import sweep
       return sweep.main(rest)
     from resflax import config as config_lib
+    if args.command == 'models':
+      if rest:
+        raise ResflaxError(f'unexpected arguments {rest}: models takes [NAME...] [--imports M]')
+      print(_models_table(args.names, args.imports))
+      return 0
     if args.command == 'export':
       if rest:
         raise ResflaxError(f'unexpected arguments {rest}: export takes --workdir, --out, '

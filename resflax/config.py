@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import importlib
 import importlib.util
 import json
 import pathlib
@@ -32,7 +33,14 @@ LENGTH_KEYS = frozenset({'num_epochs', 'num_train_steps'})
 def base_config() -> ml_collections.ConfigDict:
   """Every key an experiment may set, with its default. Experiments override what they need."""
   c = ml_collections.ConfigDict()
-  c.model = ''  # a name from resflax.models.MODELS
+  # A registered preset (``resflax models`` lists them) or an import path package.module:Name of
+  # a Linen module class / a function returning one; model_kwargs are passed to it (over the
+  # preset's defaults), e.g. --config.model=resnet56 --config.model_kwargs.width=32.
+  c.model = ''
+  c.model_kwargs = ml_collections.ConfigDict()
+  # Modules imported before anything is built, e.g. ('mypkg.models',): user code that registers
+  # models (resflax.models.register) or tfds builders. Recorded, so eval/report/load import them too.
+  c.imports = ()
   c.dataset = 'mnist'  # a name from resflax.data.DATASETS
   c.data_dir = ''  # tfds data dir; '' = tfds' default (~/tensorflow_datasets or $TFDS_DATA_DIR)
   c.download = True  # may tfds download a dataset that is not on disk?
@@ -200,7 +208,12 @@ def _parse(key: str, text: str, current):
     if isinstance(current, str):
       return text
     if isinstance(current, (tuple, list)):
-      value = ast.literal_eval(text if text.strip() else '()')
+      try:
+        value = ast.literal_eval(text if text.strip() else '()')
+      except (ValueError, SyntaxError):  # bare words: --config.imports=mypkg.models,other
+        value = tuple(part.strip() for part in text.split(',') if part.strip())
+        if not all(part.replace('.', '').replace('_', '').isalnum() for part in value):
+          raise
       value = tuple(value) if isinstance(value, (tuple, list)) else (value,)
       return kind(value)
     if current is None:
@@ -224,12 +237,32 @@ def _all_keys(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
   return keys
 
 
+def _literal(text: str):
+  """A keyword argument's value from the command line: a Python literal (``32``, ``0.5``,
+  ``(1, 2)``), ``true``/``false``, or else the text itself (``projection``)."""
+  if text.strip().lower() in ('true', 'false'):
+    return text.strip().lower() == 'true'
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
 def override(config: ml_collections.ConfigDict, key: str, text: str) -> None:
-  """Sets ``config.<key>`` (dotted path) from the command-line ``text``, keeping its type."""
+  """Sets ``config.<key>`` (dotted path) from the command-line ``text``, keeping its type.
+
+  Under a ``*_kwargs`` dict (``model_kwargs``, ...) any key may be set: those are the keyword
+  arguments of the model (or optimizer) the config names, and the value is read as a literal.
+  """
   *parents, leaf = key.split('.')
   node = config
   for part in parents:
     node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+  if (isinstance(node, ml_collections.ConfigDict) and parents and parents[-1].endswith('_kwargs')
+      and leaf not in node):
+    with node.ignore_type():
+      node[leaf] = _literal(text)
+    return
   if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
     close = difflib.get_close_matches(key, _all_keys(config), n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ''
@@ -253,9 +286,35 @@ def to_json(config: ml_collections.ConfigDict) -> str:
   return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=list)
 
 
+def with_defaults(saved: dict) -> dict:
+  """A ``config.json`` of an older resflax with the keys added since at their defaults (which
+  reproduce what that version did), so old run directories keep resuming and loading."""
+  defaults = json.loads(to_json(base_config()))
+  return {**defaults, **saved}
+
+
+def from_saved(saved: dict) -> ml_collections.ConfigDict:
+  """The config of a run directory from its ``config.json`` contents."""
+  return ml_collections.ConfigDict(with_defaults(saved))
+
+
 def differences(saved: dict, current: dict) -> list[str]:
   """``key: saved -> current`` for each key that differs and matters for the numbers."""
   free = RESUMABLE_KEYS | (LENGTH_KEYS if current.get('lr_schedule') != 'cosine' else set())
+  saved, current = with_defaults(saved), with_defaults(current)
   keys = sorted(set(saved) | set(current))
   return [f'{k}: {saved.get(k)!r} -> {current.get(k)!r}' for k in keys
           if k not in free and saved.get(k) != current.get(k)]
+
+
+def import_modules(config) -> None:
+  """Imports ``config.imports`` (user modules that register models or tfds builders)."""
+  names = config.get('imports', ()) or ()
+  if isinstance(names, str):
+    names = tuple(n for n in names.split(',') if n)
+  for name in names:
+    try:
+      importlib.import_module(name)
+    except Exception as e:  # ImportError, or whatever the user's module raises on import
+      raise ConfigError(f'--config.imports: cannot import {name!r} ({type(e).__name__}: {e}): put '
+                        'its package on PYTHONPATH or pip install it') from None

@@ -36,11 +36,12 @@ def _first(cost):
   return cost[0] if isinstance(cost, (list, tuple)) else cost
 
 
-def forward_cost(model_name: str, num_outputs: int, input_shape=None) -> dict:
+def forward_cost(model_name: str, num_outputs: int, input_shape=None, model_kwargs=None) -> dict:
   """``params`` (trainable), ``shortcut_params`` (under any ``.../shortcut``), ``flops`` (forward,
-  one example) of a registered model; ``input_shape`` defaults to the spec's."""
+  one example) of a model (a preset or an import path, with ``model_kwargs``); ``input_shape``
+  defaults to the preset's."""
   spec = models.get_spec(model_name)
-  module = models.build(model_name, num_outputs=num_outputs)
+  module = models.build(model_name, num_outputs=num_outputs, **(model_kwargs or {}))
   x = jnp.zeros((1, *(input_shape or spec.input_shape)), jnp.float32)
   variables = jax.eval_shape(lambda: module.init(jax.random.key(0), x, train=False))
   leaves = jax.tree_util.tree_flatten_with_path(variables['params'])[0]
@@ -60,8 +61,8 @@ def train_step_cost(config, input_shape, *, batch_size: int | None = None, repea
   from resflax.train import state as state_lib
   from resflax.train import steps
   spec = models.get_spec(config.model)
-  classification = spec.task == 'classification'
-  model = models.build(config.model, num_outputs=10 if classification else 1)
+  classification = (spec.task or steps.task_of(config.loss)) == 'classification'
+  model = models.from_config(config, num_outputs=10 if classification else 1)
   tx = state_lib.make_optimizer(config, steps_per_epoch=100)
   state = jax.jit(functools.partial(state_lib.create_state, model, tx, tuple(input_shape)))(
       jax.random.key(0))

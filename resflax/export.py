@@ -23,18 +23,18 @@ Writes, from the latest checkpoint of ``--workdir`` (converted with ``jax.experi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import warnings
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from resflax import models
 from resflax.data import pipeline
-from resflax.errors import CheckpointError, ConfigError, ResflaxError, WorkdirError
+from resflax.errors import ConfigError, ResflaxError
 
 tf = pipeline.tensorflow()  # kept off the accelerators
 
@@ -42,15 +42,13 @@ CHECK_BATCH = 4  # frames in the self-check written to export.json
 
 
 def _restore(workdir: pathlib.Path):
-  """(config, model, variables, step) of the latest readable checkpoint of ``workdir``."""
-  from resflax.train import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
-  from resflax.train import state as state_lib  # pylint: disable=g-import-not-at-top
-  config_path = workdir / 'config.json'
-  if not config_path.exists():
-    raise WorkdirError(f'{config_path} not found: {str(workdir)!r} is not a resflax run directory '
-                       '(train one with `resflax train --config ... --workdir`)')
-  config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
-  spec = models.get_spec(config.model)
+  """(config, spec, model, variables, step) of the latest readable checkpoint of ``workdir``;
+  ``spec`` is the run's model preset with the input shape the run trained on."""
+  from resflax import api  # pylint: disable=g-import-not-at-top
+  config = api.read_config(workdir)
+  info = api.model_info(workdir, config)
+  spec = dataclasses.replace(models.get_spec(config.model), input_shape=tuple(info['input_shape']),
+                             task=info['task'])
   if spec.task != 'regression':
     raise ConfigError(f'{config.model} is a {spec.task} model: `resflax export` writes steering '
                       '(regression) models for a Donkeycar')
@@ -58,20 +56,9 @@ def _restore(workdir: pathlib.Path):
     raise ConfigError(f'{workdir} was trained with --config.normalize=True: `resflax export` '
                       'writes models that take x / 255 (as Donkeycar feeds them); retrain without '
                       'normalize to export')
-  model = models.build(config.model, num_outputs=1)
-  tx = state_lib.make_optimizer(config, 1)  # the optimizer state's structure, for the restore
-  template = jax.jit(lambda rng: state_lib.create_state(model, tx, spec.input_shape, rng))(
-      jax.random.key(0))
-  ckpt = checkpoint_lib.Checkpoints(workdir / 'checkpoints', create=False)
-  try:
-    state, meta = ckpt.restore_latest(template, set_aside=False)
-  finally:
-    ckpt.close()
-  if meta is None:
-    raise CheckpointError(f'no readable checkpoint in {ckpt.directory}: train first, or point '
-                          '--workdir at a run directory that has one')
-  variables = {'params': state.params, 'batch_stats': state.batch_stats or {}}
-  return config, spec, model, jax.device_get(variables), int(jax.device_get(state.step))
+  model = models.from_config(config, num_outputs=1)
+  variables, step = api.restore_variables(workdir, config, model, spec.input_shape)
+  return config, spec, model, variables, step
 
 
 def predict_fn(model, spec, config):

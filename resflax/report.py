@@ -34,10 +34,11 @@ def read_run(run_dir: str | pathlib.Path) -> dict:
           'rows': rows, 'model_info': json.loads(info_path.read_text()) if info_path.is_file() else None}
 
 
-def model_cost(model_name: str, num_outputs: int, input_shape=None) -> tuple[int, float]:
+def model_cost(model_name: str, num_outputs: int, input_shape=None,
+               model_kwargs=None) -> tuple[int, float]:
   """(trainable parameters, forward FLOPs for one example) from XLA's cost analysis."""
   from resflax import costs
-  cost = costs.forward_cost(model_name, num_outputs, input_shape)
+  cost = costs.forward_cost(model_name, num_outputs, input_shape, model_kwargs)
   return cost['params'], cost['flops']
 
 
@@ -75,9 +76,11 @@ def summarize(run: dict) -> dict:
          'images_per_sec': statistics.median([r['images_per_sec'] for r in train
                                               if 'images_per_sec' in r] or [float('nan')])}
   try:
+    from resflax import config as config_lib
+    config_lib.import_modules(config)  # user code that registers the run's model
     info = run.get('model_info') or {'num_outputs': 1 if metric == 'mae' else 10}
     out['params'], out['flops'] = model_cost(config['model'], info['num_outputs'],
-                                             info.get('input_shape'))
+                                             info.get('input_shape'), config.get('model_kwargs'))
   except Exception:  # a model this version does not know: report the metrics anyway
     out['params'], out['flops'] = float('nan'), float('nan')
   return out

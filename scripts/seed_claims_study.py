@@ -153,7 +153,7 @@ def lesion(run_dir: str, kind: str, draws: int = 5) -> dict:
   from resflax import models
   from resflax.train import loop
   exp, state, _ = loop.restore(run_dir)
-  model = models.build(exp.config.model, num_outputs=exp.data.info.num_classes)
+  model = models.from_config(exp.config, num_outputs=exp.data.info.num_classes)
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   x = jnp.zeros((1, *exp.data.input_shape), jnp.float32)
   names = lesion_lib.block_names(model, variables, x)

@@ -72,27 +72,30 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
     raise ConfigError(f'unknown --config.loss={config.loss!r}: use one of {", ".join(steps.LOSSES)}')
   if config.parallel not in ('jit', 'pmap'):
     raise ConfigError(f"unknown --config.parallel={config.parallel!r}: use 'jit' or 'pmap'")
+  config_lib.import_modules(config)
   spec = models.get_spec(config.model)
-  if steps.task_of(config.loss) != spec.task:
-    fix = "mse" if spec.task == 'regression' else "softmax_cross_entropy"
-    raise ConfigError(f'--config.loss={config.loss} does not fit {config.model}, a {spec.task} '
+  task = spec.task or steps.task_of(config.loss)  # a user model trains for what its loss says
+  if steps.task_of(config.loss) != task:
+    fix = "mse" if task == 'regression' else "softmax_cross_entropy"
+    raise ConfigError(f'--config.loss={config.loss} does not fit {config.model}, a {task} '
                       f'model: use --config.loss={fix}')
+  pmap = config.parallel == 'pmap'
+  axis_name = parallel.DATA_AXIS if pmap else None
+  # Refuse a model that cannot be built before the dataset is read or built.
+  models.from_config(config, num_outputs=1, axis_name=axis_name)
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.batch_size, mesh)
   parallel.check_batch_size(config.eval_batch_size, mesh, 'eval_batch_size')
   data = data_lib.build(config, None if spec.any_image_size else spec.input_shape,
                         process_index=jax.process_index(),
                         process_count=jax.process_count())
-  if data.info.task != spec.task:
-    raise ConfigError(f'{config.model} is a {spec.task} model but {config.dataset} is a '
+  if data.info.task != task:
+    raise ConfigError(f'{config.model} is a {task} model but {config.dataset} is a '
                       f'{data.info.task} dataset: pick a model made for {config.dataset}')
   if data.steps_per_epoch < 1:
     raise ConfigError(f'--config.batch_size={config.batch_size} is larger than the '
                       f'{data.info.num_train} training examples of {config.dataset}')
-  pmap = config.parallel == 'pmap'
-  axis_name = parallel.DATA_AXIS if pmap else None
-  model = models.build(config.model, num_outputs=data.info.num_classes or 1, axis_name=axis_name,
-                       dtype=config.get('dtype', 'float32'))
+  model = models.from_config(config, num_outputs=data.info.num_classes or 1, axis_name=axis_name)
   total_steps = (config.num_train_steps if config.num_train_steps > 0
                  else config.num_epochs * data.steps_per_epoch)
   tx = state_lib.make_optimizer(config, data.steps_per_epoch)
@@ -140,9 +143,18 @@ def write_model_info(workdir: epath.Path, exp: Experiment) -> None:
   """``model.json``: what ``resflax report`` needs to rebuild the model (its input may be sized by
   the dataset, ``ModelSpec.any_image_size``)."""
   if jax.process_index() == 0:
+    normalization = exp.data.normalization
     info = {'model': exp.config.model, 'input_shape': list(exp.data.input_shape),
-            'num_outputs': exp.data.info.num_classes or 1}
-    (workdir / 'model.json').write_text(json.dumps(info) + '\n')
+            'num_outputs': exp.data.info.num_classes or 1,
+            # What resflax.load(...).predict needs to preprocess images as training did, without
+            # reading the dataset: the stored example shape and the training split's statistics.
+            'image_shape': list(exp.data.info.image_shape),
+            'task': exp.data.info.task,
+            'normalize_mean': None if normalization is None else normalization[0].tolist(),
+            'normalize_std': None if normalization is None else normalization[1].tolist()}
+    path, tmp = workdir / 'model.json', workdir / 'model.json.tmp'
+    tmp.write_text(json.dumps(info) + '\n')
+    tmp.rename(path)  # whole or not at all: a reader never sees half a file
 
 
 def run_eval(exp: Experiment, state: state_lib.TrainState) -> dict[str, float]:
@@ -322,7 +334,7 @@ def restore(workdir: str | epath.Path) -> tuple[Experiment, state_lib.TrainState
   if not config_path.exists():
     raise WorkdirError(f'{config_path} not found: {str(workdir)!r} is not a resflax run directory '
                        '(train one with `resflax train --config ... --workdir`)')
-  config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+  config = config_lib.from_saved(json.loads(config_path.read_text()))
   parallel.initialize_distributed(config)
   exp = build(config)
   ckpt = checkpoint_lib.Checkpoints(workdir / 'checkpoints', create=False)
