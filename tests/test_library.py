@@ -261,3 +261,14 @@ def test_the_example_block_trains_evaluates_reports_and_predicts(data_dir, tmp_p
       'test', batch_size=-1))
   predicted = run.predict(test['image']).argmax(-1)
   assert float(np.mean(predicted == test['label'])) == pytest.approx(accuracy, abs=1e-3)
+
+
+def test_sweep_takes_model_kwargs_of_a_user_model(user_package, capsys):
+  from resflax import sweep
+  code = sweep.main(['--config', str(CONFIGS / 'mnist_resmlp.py'), '--root', 'runs/s',
+                     '--print-only', '--grid', 'model_kwargs.width=4,8',
+                     f'--config.model={user_package}:TinyNet'])
+  lines = capsys.readouterr().out.splitlines()
+  assert code == 0 and len(lines) == 2
+  assert lines[0].endswith('--config.model=userpkg.nets:TinyNet --config.model_kwargs.width=4')
+  assert 'runs/s/width-8' in lines[1]

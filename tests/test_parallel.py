@@ -251,7 +251,7 @@ def test_pmap_needs_a_model_with_an_axis_name_hook(monkeypatch):
       return nn.Dense(self.num_outputs)(x)
 
   monkeypatch.setitem(models.MODELS, 'no_hook', dataclasses.replace(
-      models.MODELS['mnist_resmlp'], module=NoHook))
+      models.MODELS['mnist_resmlp'], factory=NoHook))
   with pytest.raises(ConfigError, match="'no_hook' has no axis_name field.*--config.parallel=jit"):
     models.build('no_hook', num_outputs=10, axis_name='data')
   assert models.build('no_hook', num_outputs=10) is not None
