@@ -46,16 +46,16 @@ def _restore(workdir: pathlib.Path):
   ``spec`` is the run's model preset with the input shape the run trained on."""
   from resflax import api  # pylint: disable=g-import-not-at-top
   config = api.read_config(workdir)
+  if config.get('normalize', False):
+    raise ConfigError(f'{workdir} was trained with --config.normalize=True: `resflax export` '
+                      'writes models that take x / 255 (as Donkeycar feeds them); retrain without '
+                      'normalize to export')
   info = api.model_info(workdir, config)
   spec = dataclasses.replace(models.get_spec(config.model), input_shape=tuple(info['input_shape']),
                              task=info['task'])
   if spec.task != 'regression':
     raise ConfigError(f'{config.model} is a {spec.task} model: `resflax export` writes steering '
                       '(regression) models for a Donkeycar')
-  if config.get('normalize', False):
-    raise ConfigError(f'{workdir} was trained with --config.normalize=True: `resflax export` '
-                      'writes models that take x / 255 (as Donkeycar feeds them); retrain without '
-                      'normalize to export')
   model = models.from_config(config, num_outputs=1)
   variables, step = api.restore_variables(workdir, config, model, spec.input_shape)
   return config, spec, model, variables, step

@@ -154,7 +154,7 @@ def write_model_info(workdir: epath.Path, exp: Experiment) -> None:
             'normalize_std': None if normalization is None else normalization[1].tolist()}
     path, tmp = workdir / 'model.json', workdir / 'model.json.tmp'
     tmp.write_text(json.dumps(info) + '\n')
-    tmp.rename(path)  # whole or not at all: a reader never sees half a file
+    tmp.replace(path)  # whole or not at all: a reader never sees half a file
 
 
 def run_eval(exp: Experiment, state: state_lib.TrainState) -> dict[str, float]:
