@@ -56,7 +56,7 @@ def test_summary_applies_overrides(capsys):
      r"--config.optimizer_kwargs.amsgrad='maybe': expected bool"),
     (('--config', MLP, '--config.batch_size'), r'--config.batch_size has no value'),
     (('--config', MLP, '--config.model=resnet9000'), r"unknown model 'resnet9000': use --config.model= one of .*mnist_resmlp"),
-    (('--config', MLP, '--config.dataset=imagenet9'), r"unknown dataset 'imagenet9': use --config.dataset= one of cifar10, .*mnist, mnist_5k"),
+    (('--config', MLP, '--config.dataset=imagenet9'), r"unknown dataset 'imagenet9': use --config.dataset= a tfds dataset .*one of cifar10, .*mnist, mnist_5k"),
     (('--config', MLP, '--config.dataset=mnist_5k', '--config.model=cifar10_resmlp'),
      r"'mnist_5k' has examples of shape \(28, 28, 1\) but the model takes \(3072,\)"),
     (('--config', MLP, '--config.dataset=mnist_5k', '--config.loss=mse'), r'does not fit mnist_resmlp'),
