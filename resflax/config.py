@@ -19,7 +19,7 @@ import ml_collections
 from resflax.errors import ConfigError
 
 # Keys that may change when a run is resumed in the same workdir: they do not change the numbers
-# of the steps already taken. The run length may grow too, unless a cosine schedule depends on it.
+# of the steps already taken. The run length may grow too, unless the schedule depends on it.
 RESUMABLE_KEYS = frozenset({
     'log_every_steps', 'log_block_metrics', 'checkpoint_every_steps', 'checkpoint_min_interval_s',
     'keep_checkpoints', 'progress', 'data_dir', 'download', 'data_on_device',
@@ -298,7 +298,9 @@ def differences(saved: dict, current: dict) -> list[str]:
   Both go through ``upgrade`` first: a run saved with older keys compares in today's.
   """
   saved, current = upgrade(saved), upgrade(current)
-  free = RESUMABLE_KEYS | (LENGTH_KEYS if current.get('lr_schedule') != 'cosine' else set())
+  # The run length changes no step taken unless the schedule depends on it (cosine, optax's).
+  free = RESUMABLE_KEYS | (LENGTH_KEYS if current.get('lr_schedule') in ('constant', 'piecewise')
+                           else set())
   keys = sorted(set(saved) | set(current))
   return [f'{k}: {saved.get(k)!r} -> {current.get(k)!r}' for k in keys
           if k not in free and saved.get(k) != current.get(k)]

@@ -255,3 +255,11 @@ def test_kwargs_overrides_add_keys():
   with pytest.raises(ConfigError, match=r"--config.optimizer_kwargs='\[1\]': expected ConfigDict"):
     config_lib.override(config, 'optimizer_kwargs', '[1]')
   state_lib.make_optimizer(config, steps_per_epoch=10)
+
+
+@pytest.mark.parametrize('schedule, length_matters', [('constant', False), ('piecewise', False),
+                                                      ('cosine', True), ('exponential_decay', True)])
+def test_run_length_may_grow_unless_the_schedule_uses_it(schedule, length_matters):
+  saved = json.loads(config_lib.to_json(_config(lr_schedule=schedule)))
+  longer = {**saved, 'num_epochs': saved['num_epochs'] + 5}
+  assert bool(config_lib.differences(saved, longer)) == length_matters

@@ -254,24 +254,25 @@ def _choose_features(name: str, features, image_key: str = '',
       raise ConfigError(
           f'dataset {name!r} has {len(found) or "no"} {kind.__name__} features '
           f"({', '.join(keys)}): name its {default} with --config.{config_key}=" +
-          ('' if found else f' (resflax trains on an image and an integer label)'))
+          ('' if found else ' (resflax trains on an image and an integer label)'))
     return found[0]
 
   image = pick(image_key, 'image', tfds.features.Image, 'image_key')
   label = pick(label_key, 'label', tfds.features.ClassLabel, 'label_key')
+  describe = lambda key: ' '.join(repr(features[key]).split())[:200]  # one line
   feature = features[image]
   shape = tuple(getattr(feature, 'shape', ()) or ())
   if (not isinstance(feature, (tfds.features.Image, tfds.features.Tensor))
       or np.dtype(feature.np_dtype) != np.uint8 or len(shape) != 3 or None in shape):
-    raise ConfigError(f"feature {image!r} of dataset {name!r} is {feature!r}, not uint8 images "
-                      'of one size (height, width, channels): pick another with '
+    raise ConfigError(f'feature {image!r} of dataset {name!r} is {describe(image)}, not uint8 '
+                      'images of one size (height, width, channels): pick another with '
                       '--config.image_key= (or resize the images in your builder)')
   feature = features[label]
   if not (isinstance(feature, tfds.features.ClassLabel) or (
       isinstance(feature, tfds.features.Tensor) and feature.shape == ()
       and np.issubdtype(feature.np_dtype, np.floating))):
-    raise ConfigError(f"feature {label!r} of dataset {name!r} is {feature!r}, neither a ClassLabel "
-                      'nor a float scalar (regression): pick another with --config.label_key=')
+    raise ConfigError(f'feature {label!r} of dataset {name!r} is {describe(label)}, neither a '
+                      'ClassLabel nor a float scalar (regression): pick another with --config.label_key=')
   return image, label
 
 
@@ -293,9 +294,10 @@ def _load(builder: tfds.core.DatasetBuilder, split: str,
           keys: tuple[str, str] = ('image', 'label')) -> tuple[np.ndarray, np.ndarray]:
   """The whole split, decoded, in tfds' fixed order: (images uint8 [n, ...], labels [n]).
 
-  ``keys``: the (image, label) features. The first load decodes it with tf.data and keeps it as two ``.npy`` files in
-  ``<dataset dir>/resflax_arrays/``, named by a fingerprint of the dataset's record files (names,
-  sizes, times), so a rebuilt dataset is decoded afresh. Later loads memory-map those files
+  ``keys``: the (image, label) features. The first load decodes it with tf.data and keeps it as two
+  ``.npy`` files in ``<dataset dir>/resflax_arrays/``, named by a fingerprint of the dataset's record
+  files (names, sizes, times) and, if not the default, the keys, so a rebuilt dataset is decoded
+  afresh. Later loads memory-map those files
   (read-only), without TensorFlow. Local data dirs only; skipped where the files cannot be written.
   """
   fingerprint = _fingerprint(builder, split)
@@ -310,7 +312,8 @@ def _load(builder: tfds.core.DatasetBuilder, split: str,
       except (OSError, ValueError):  # unreadable (cut short?): decode the split again
         pass
   tensorflow()  # before TF's first op
-  ds = builder.as_dataset(split=split, shuffle_files=False).map(lambda ex: (ex[keys[0]], ex[keys[1]]))
+  ds = builder.as_dataset(split=split, shuffle_files=False)
+  ds = ds.map(lambda example: (example[keys[0]], example[keys[1]]))
   images, labels = (t.numpy() for t in ds.batch(len(ds)).get_single_element())
   if fingerprint and _recorded_size(builder, split) == len(labels):  # not tfds' mock data
     try:
@@ -598,8 +601,8 @@ def build(config, input_shape: tuple[int, ...] | None, *, process_index: int = 0
   source = DATASETS.get(name)
   options = source.options(config) if source is not None and source.options else None
   augment = augment_from(config)
-  choose = lambda builder: _choose_features(name, builder.info.features,
-                                            config.get('image_key', ''), config.get('label_key', ''))
+  choose = lambda builder: _choose_features(
+      name, builder.info.features, config.get('image_key', ''), config.get('label_key', ''))
   builder = prepared_builder(name, config.data_dir or None, config.get('download', True), options,
                              check=choose)
   features = builder.info.features
@@ -618,6 +621,10 @@ def build(config, input_shape: tuple[int, ...] | None, *, process_index: int = 0
   if not 0 <= split < 1:
     raise ConfigError(f'--config.validation_split={split} must be in [0, 1): 0 evaluates on '
                       f"'test', 0.2 on the last 20% of 'train'")
+  if builder.info.splits.keys() and 'train' not in builder.info.splits:
+    raise ConfigError(f"dataset {name!r} has no 'train' split (it has "
+                      f"{', '.join(sorted(builder.info.splits.keys()))}): resflax trains on "
+                      "'train'")
   if source is not None and source.holdout:  # validation_split was checked and applied by the
     train_split, eval_split = 'train', 'validation'  # builder (options)
   elif split:
@@ -625,9 +632,6 @@ def build(config, input_shape: tuple[int, ...] | None, *, process_index: int = 0
     train_split, eval_split = f'train[:{cut}]', f'train[{cut}:]'
   else:
     train_split, eval_split = 'train', _eval_split_of(builder, name)
-  if builder.info.splits.keys() and 'train' not in builder.info.splits:
-    raise ConfigError(f"dataset {name!r} has no 'train' split (it has "
-                      f"{', '.join(sorted(builder.info.splits.keys()))}): resflax trains on 'train'")
   classes = isinstance(features[label_key], tfds.features.ClassLabel)
   info = DatasetInfo(
       name=name, task='classification' if classes else 'regression',
