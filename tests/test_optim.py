@@ -263,3 +263,24 @@ def test_run_length_may_grow_unless_the_schedule_uses_it(schedule, length_matter
   saved = json.loads(config_lib.to_json(_config(lr_schedule=schedule)))
   longer = {**saved, 'num_epochs': saved['num_epochs'] + 5}
   assert bool(config_lib.differences(saved, longer)) == length_matters
+
+
+@pytest.mark.slow  # ~40 s on 2 busy cores; the workdir check itself is tested above
+def test_old_run_directory_resumes_and_evaluates(data_dir, tmp_path):
+  """A run directory whose config.json has the old keys: resumed by today's experiment file (the
+  checkpoint's optimizer state restores) and evaluated from the saved config alone."""
+  from resflax import train  # pylint: disable=g-import-not-at-top
+  overrides = [('dataset', 'mnist_5k'), ('data_dir', data_dir), ('download', 'False'),
+               ('progress', 'none'), ('log_every_steps', '1'), ('checkpoint_min_interval_s', '0')]
+  config = lambda steps: config_lib.from_args(CONFIGS / 'mnist_resmlp.py',
+                                              [*overrides, ('num_train_steps', str(steps))])
+  train.train_and_evaluate(config(2), tmp_path)
+  path = tmp_path / 'config.json'
+  saved = json.loads(path.read_text())
+  del saved['optimizer_kwargs'], saved['lr_schedule_kwargs'], saved['image_key'], saved['label_key']
+  saved.update(optimizer='adam', amsgrad=True, momentum=0.9, nesterov=False)  # as before
+  path.write_text(json.dumps(saved))
+  assert train.evaluate(tmp_path)['step'] == 2  # loop.restore: the old keys build keras_adam
+  result = train.train_and_evaluate(config(4), tmp_path)
+  assert result['step'] == 4
+  assert 'optimizer_kwargs' in json.loads(path.read_text())  # rewritten in today's keys
