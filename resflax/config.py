@@ -235,7 +235,9 @@ def _parse(key: str, text: str, current):
       value = ast.literal_eval(text if text.strip() else '()')
       value = tuple(value) if isinstance(value, (tuple, list)) else (value,)
       return kind(value)
-    if current is None:
+    if current is None:  # a new key (of a *_kwargs dict): a Python literal, else the text
+      if text.strip().lower() in ('true', 'false'):
+        return text.strip().lower() == 'true'
       try:
         return ast.literal_eval(text)
       except (ValueError, SyntaxError):

@@ -246,7 +246,8 @@ def test_kwargs_overrides_add_keys():
   config_lib.override(config, 'optimizer_kwargs', '{}')
   config_lib.override(config, 'optimizer_kwargs.b1', '0.95')
   config_lib.override(config, 'optimizer_kwargs.weight_decay', '1e-3')
-  assert config.optimizer_kwargs.to_dict() == {'b1': 0.95, 'weight_decay': 1e-3}
+  config_lib.override(config, 'optimizer_kwargs.nesterov', 'true')
+  assert config.optimizer_kwargs.to_dict() == {'b1': 0.95, 'weight_decay': 1e-3, 'nesterov': True}
   config_lib.override(config, 'lr_schedule', 'exponential_decay')
   config_lib.override(config, 'lr_schedule_kwargs', "{'decay_rate': 0.5}")
   assert config.lr_schedule_kwargs.decay_rate == 0.5

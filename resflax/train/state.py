@@ -83,8 +83,9 @@ LENGTH_ARGS = ('decay_steps', 'transition_steps')  # its length: the run's steps
 
 
 def _resolve(name: str, key: str, what: str, fits: Callable[[inspect.Signature], bool],
-             known: list[str]) -> Callable:
-  """``optax.<name>`` (dotted: ``contrib.muon``) or ``module:attr``, if callable and ``fits``."""
+             known: Callable[[], list[str]]) -> Callable:
+  """``optax.<name>`` (dotted: ``contrib.muon``) or ``module:attr``, if callable and ``fits``;
+  else a ConfigError suggesting the closest of ``known()``."""
   fn = None
   if ':' in name:
     module, _, attr = name.partition(':')
@@ -101,7 +102,7 @@ def _resolve(name: str, key: str, what: str, fits: Callable[[inspect.Signature],
   except (TypeError, ValueError):  # no signature (a class from C, ...)
     ok = False
   if not ok:
-    close = difflib.get_close_matches(name, known, n=3)
+    close = difflib.get_close_matches(name, known(), n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ''
     raise ConfigError(f'unknown --config.{key}={name!r}{hint}: use {what}')
   return fn
@@ -175,7 +176,7 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: i
   else:
     what = ("'constant', 'cosine', 'piecewise' or an optax schedule name (exponential_decay, "
             'warmup_cosine_decay, ...) with --config.lr_schedule_kwargs')
-    known = [*SCHEDULES, *_optax_names(_is_schedule)]
+    known = lambda: [*SCHEDULES, *_optax_names(_is_schedule)]
     fn = None
     for candidate in (name, f'{name}_schedule'):  # exponential_decay, warmup_cosine_decay
       try:
@@ -204,7 +205,8 @@ def optimizer_factory(name: str) -> Callable[..., optax.GradientTransformation]:
   return _resolve(name, 'optimizer',
                   "an optax optimizer (adamw, sgd, lamb, lion, contrib.muon, ...), 'keras_adam' "
                   "(the seeds' Keras Adam) or module:function taking learning_rate=",
-                  _takes_learning_rate, [*OPTIMIZERS, *_optax_names(_takes_learning_rate)])
+                  _takes_learning_rate,
+                  lambda: [*OPTIMIZERS, *_optax_names(_takes_learning_rate)])
 
 
 def make_optimizer(config: ml_collections.ConfigDict,
