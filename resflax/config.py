@@ -20,7 +20,7 @@ import ml_collections
 from resflax.errors import ConfigError
 
 # Keys that may change when a run is resumed in the same workdir: they do not change the numbers
-# of the steps already taken. The run length may grow too, unless a cosine schedule depends on it.
+# of the steps already taken. The run length may grow too, unless the schedule depends on it.
 RESUMABLE_KEYS = frozenset({
     'log_every_steps', 'log_block_metrics', 'checkpoint_every_steps', 'checkpoint_min_interval_s',
     'keep_checkpoints', 'progress', 'data_dir', 'download', 'data_on_device',
@@ -28,6 +28,8 @@ RESUMABLE_KEYS = frozenset({
     'distributed_timeout_s',
 })
 LENGTH_KEYS = frozenset({'num_epochs', 'num_train_steps'})
+# The optimizer keys of configs saved before optimizer_kwargs existed (read by ``upgrade``).
+LEGACY_OPTIMIZER_KEYS = ('amsgrad', 'momentum', 'nesterov')
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -41,7 +43,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Modules imported before anything is built, e.g. ('mypkg.models',): user code that registers
   # models (resflax.models.register) or tfds builders. Recorded, so eval/report/load import them too.
   c.imports = ()
-  c.dataset = 'mnist'  # a name from resflax.data.DATASETS
+  c.dataset = 'mnist'  # a name from resflax.data.DATASETS or any tfds builder ('fashion_mnist')
+  c.image_key = ''  # the builder's image feature; '': 'image', or its only Image feature
+  c.label_key = ''  # its integer label; '': 'label', or its only ClassLabel (cifar100: coarse_label)
   c.data_dir = ''  # tfds data dir; '' = tfds' default (~/tensorflow_datasets or $TFDS_DATA_DIR)
   c.download = True  # may tfds download a dataset that is not on disk?
   c.validation_split = 0.0  # 0: evaluate on 'test'; f > 0: hold out the last f of train (Keras)
@@ -65,13 +69,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_train_steps = -1  # > 0: stop after this many steps instead of num_epochs
 
   c.loss = 'softmax_cross_entropy'  # | 'keras_binary_crossentropy' (the seeds, exactly) | 'mse'
-  c.optimizer = 'adam'  # | 'sgd'
-  c.amsgrad = True  # the seeds compile Adam(amsgrad=True)
+  # 'keras_adam' (Keras' Adam, the seeds'), any optax optimizer ('adamw', 'sgd', 'lamb', 'lion',
+  # 'contrib.muon', ...) or 'module:function'; called with learning_rate= and optimizer_kwargs.
+  c.optimizer = 'keras_adam'
+  c.optimizer_kwargs = ml_collections.ConfigDict()  # e.g. {'amsgrad': True}, {'momentum': 0.9}
   c.learning_rate = 1e-3
-  c.momentum = 0.9  # sgd only
-  c.nesterov = False  # sgd only
   c.weight_decay = 0.0  # L2 penalty coefficient added to the gradient (as Keras' l2 regulariser)
-  c.lr_schedule = 'constant'  # | 'cosine' | 'piecewise'
+  # 'constant' | 'cosine' | 'piecewise' (epochs), or an optax schedule ('exponential_decay', ...)
+  # with lr_schedule_kwargs (in steps; learning_rate and the run length are passed for it).
+  c.lr_schedule = 'constant'
+  c.lr_schedule_kwargs = ml_collections.ConfigDict()
   c.lr_boundaries_epochs = ()  # piecewise: epochs at which the rate is multiplied by lr_decay
   c.lr_decay = 0.1
   c.warmup_epochs = 0.0
@@ -120,8 +127,8 @@ def seed002_recipe(model: str, dataset: str, *, batch_size: int,
   c.batch_size = batch_size
   c.num_epochs = 10
   c.validation_split = validation_split
-  c.optimizer = 'adam'
-  c.amsgrad = True
+  c.optimizer = 'keras_adam'
+  c.optimizer_kwargs = ml_collections.ConfigDict({'amsgrad': True})
   c.learning_rate = 1e-3
   c.loss = 'softmax_cross_entropy'
   return c
@@ -136,8 +143,8 @@ def steering_recipe(model: str) -> ml_collections.ConfigDict:
   c.batch_size = 128
   c.num_epochs = 20
   c.validation_split = 0.2
-  c.optimizer = 'adam'
-  c.amsgrad = False
+  c.optimizer = 'keras_adam'
+  c.optimizer_kwargs = ml_collections.ConfigDict({'amsgrad': False})
   c.learning_rate = 1e-3
   c.loss = 'mse'
   return c
@@ -161,8 +168,7 @@ def cifar10_paper_recipe(model: str, *, num_epochs: int, lr_boundaries_epochs: t
   c.num_epochs = num_epochs
   c.optimizer = 'sgd'
   c.learning_rate = 0.1
-  c.momentum = 0.9
-  c.nesterov = nesterov
+  c.optimizer_kwargs = ml_collections.ConfigDict({'momentum': 0.9, 'nesterov': nesterov})
   c.weight_decay = weight_decay
   c.lr_schedule = 'piecewise'
   c.lr_boundaries_epochs = tuple(lr_boundaries_epochs)
@@ -189,6 +195,32 @@ def load(path: str | pathlib.Path) -> ml_collections.ConfigDict:
     raise ConfigError(f'config file {str(path)!r} has no get_config(): {e}') from e
   if not isinstance(config, ml_collections.ConfigDict):
     raise ConfigError(f'get_config() in {str(path)!r} must return an ml_collections.ConfigDict')
+  if any(k in config for k in LEGACY_OPTIMIZER_KEYS):  # a file written for the old keys
+    config = ml_collections.ConfigDict(upgrade(config.to_dict(), fill_defaults=False))
+  return config
+
+
+def upgrade(saved: dict, fill_defaults: bool = True) -> dict:
+  """A config (a plain dict, e.g. an old run's ``config.json``) in today's keys, same numbers.
+
+  Configs from before ``optimizer_kwargs`` set ``optimizer='adam'`` (Keras' Adam) + ``amsgrad``,
+  or ``'sgd'`` + ``momentum`` / ``nesterov``: they become ``'keras_adam'`` with
+  ``{'amsgrad': ...}`` and ``'sgd'`` with ``{'momentum': m, 'nesterov': n}`` (``{}`` for m = 0,
+  plain SGD), as the recipes now write them. ``fill_defaults``: keys added since the config was
+  saved take ``base_config()``'s values (a new key's default keeps the old behaviour).
+  """
+  config = dict(saved)
+  if any(k in config for k in LEGACY_OPTIMIZER_KEYS):
+    amsgrad = bool(config.pop('amsgrad', True))
+    momentum = config.pop('momentum', 0.9)
+    nesterov = bool(config.pop('nesterov', False))
+    if not config.get('optimizer_kwargs'):
+      if config.get('optimizer', 'adam') == 'adam':
+        config['optimizer'], config['optimizer_kwargs'] = 'keras_adam', {'amsgrad': amsgrad}
+      elif config['optimizer'] == 'sgd':
+        config['optimizer_kwargs'] = {'momentum': momentum, 'nesterov': nesterov} if momentum else {}
+  if fill_defaults:
+    config = {**json.loads(to_json(base_config())), **config}
   return config
 
 
@@ -216,11 +248,18 @@ def _parse(key: str, text: str, current):
           raise
       value = tuple(value) if isinstance(value, (tuple, list)) else (value,)
       return kind(value)
-    if current is None:
+    if current is None:  # a new key (of a *_kwargs dict): a Python literal, else the text
+      if text.strip().lower() in ('true', 'false'):
+        return text.strip().lower() == 'true'
       try:
         return ast.literal_eval(text)
       except (ValueError, SyntaxError):
         return text
+    if isinstance(current, ml_collections.ConfigDict):  # a whole dict: "{'b1': 0.95}", '{}'
+      value = ast.literal_eval(text)
+      if not isinstance(value, dict):
+        raise ValueError
+      return ml_collections.ConfigDict(value)
   except (ValueError, SyntaxError):
     raise ConfigError(
         f'--config.{key}={text!r}: expected {kind.__name__} like the current value {current!r}'
@@ -237,17 +276,6 @@ def _all_keys(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
   return keys
 
 
-def _literal(text: str):
-  """A keyword argument's value from the command line: a Python literal (``32``, ``0.5``,
-  ``(1, 2)``), ``true``/``false``, or else the text itself (``projection``)."""
-  if text.strip().lower() in ('true', 'false'):
-    return text.strip().lower() == 'true'
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
-
-
 def override(config: ml_collections.ConfigDict, key: str, text: str) -> None:
   """Sets ``config.<key>`` (dotted path) from the command-line ``text``, keeping its type.
 
@@ -258,18 +286,15 @@ def override(config: ml_collections.ConfigDict, key: str, text: str) -> None:
   node = config
   for part in parents:
     node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
-  if (isinstance(node, ml_collections.ConfigDict) and parents and parents[-1].endswith('_kwargs')
-      and leaf not in node):
-    with node.ignore_type():
-      node[leaf] = _literal(text)
-    return
-  if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+  # Keys inside a `*_kwargs` dict are the user's to add (--config.optimizer_kwargs.b1=0.95).
+  is_open = bool(parents) and parents[-1].endswith('_kwargs')
+  if not isinstance(node, ml_collections.ConfigDict) or (leaf not in node and not is_open):
     close = difflib.get_close_matches(key, _all_keys(config), n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ''
     raise ConfigError(f'unknown config key --config.{key}{hint}: '
                       f"known keys are {', '.join(sorted(_all_keys(config)))}")
   with node.ignore_type():
-    node[leaf] = _parse(key, text, node[leaf])
+    node[leaf] = _parse(key, text, node[leaf] if leaf in node else None)
 
 
 def from_args(path: str, overrides: list[tuple[str, str]]) -> ml_collections.ConfigDict:
@@ -286,22 +311,20 @@ def to_json(config: ml_collections.ConfigDict) -> str:
   return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=list)
 
 
-def with_defaults(saved: dict) -> dict:
-  """A ``config.json`` of an older resflax with the keys added since at their defaults (which
-  reproduce what that version did), so old run directories keep resuming and loading."""
-  defaults = json.loads(to_json(base_config()))
-  return {**defaults, **saved}
-
-
 def from_saved(saved: dict) -> ml_collections.ConfigDict:
-  """The config of a run directory from its ``config.json`` contents."""
-  return ml_collections.ConfigDict(with_defaults(saved))
+  """The config of a run directory from its ``config.json`` contents, in today's keys."""
+  return ml_collections.ConfigDict(upgrade(saved))
 
 
 def differences(saved: dict, current: dict) -> list[str]:
-  """``key: saved -> current`` for each key that differs and matters for the numbers."""
-  free = RESUMABLE_KEYS | (LENGTH_KEYS if current.get('lr_schedule') != 'cosine' else set())
-  saved, current = with_defaults(saved), with_defaults(current)
+  """``key: saved -> current`` for each key that differs and matters for the numbers.
+
+  Both go through ``upgrade`` first: a run saved with older keys compares in today's.
+  """
+  saved, current = upgrade(saved), upgrade(current)
+  # The run length changes no step taken unless the schedule depends on it (cosine, optax's).
+  free = RESUMABLE_KEYS | (LENGTH_KEYS if current.get('lr_schedule') in ('constant', 'piecewise')
+                           else set())
   keys = sorted(set(saved) | set(current))
   return [f'{k}: {saved.get(k)!r} -> {current.get(k)!r}' for k in keys
           if k not in free and saved.get(k) != current.get(k)]

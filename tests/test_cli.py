@@ -52,14 +52,19 @@ def test_summary_applies_overrides(capsys):
     (('--config', 'experiments/configs/nope.py'), r"config file .*nope.py' not found"),
     (('--config', MLP, '--config.batch_sise=64'), r'unknown config key --config.batch_sise \(did you mean batch_size'),
     (('--config', MLP, '--config.batch_size=abc'), r"--config.batch_size='abc': expected int"),
-    (('--config', MLP, '--config.amsgrad=maybe'), r"--config.amsgrad='maybe': expected bool"),
+    (('--config', MLP, '--config.optimizer_kwargs.amsgrad=maybe'),
+     r"--config.optimizer_kwargs.amsgrad='maybe': expected bool"),
     (('--config', MLP, '--config.batch_size'), r'--config.batch_size has no value'),
     (('--config', MLP, '--config.model=resnet9000'), r"unknown model 'resnet9000': use --config.model= one of .*mnist_resmlp"),
-    (('--config', MLP, '--config.dataset=imagenet9'), r"unknown dataset 'imagenet9': use --config.dataset= one of cifar10, .*mnist, mnist_5k"),
+    (('--config', MLP, '--config.dataset=imagenet9'), r"unknown dataset 'imagenet9': use --config.dataset= a tfds dataset .*one of cifar10, .*mnist, mnist_5k"),
     (('--config', MLP, '--config.dataset=mnist_5k', '--config.model=cifar10_resmlp'),
      r"'mnist_5k' has examples of shape \(28, 28, 1\) but the model takes \(3072,\)"),
     (('--config', MLP, '--config.dataset=mnist_5k', '--config.loss=mse'), r'does not fit mnist_resmlp'),
-    (('--config', MLP, '--config.dataset=mnist_5k', '--config.optimizer=rmsprop'), r"unknown --config.optimizer='rmsprop'"),
+    (('--config', MLP, '--config.dataset=mnist_5k', '--config.optimizer=adamx'),
+     r"unknown --config.optimizer='adamx' \(did you mean adamax"),
+    (('--config', MLP, '--config.dataset=mnist_5k', '--config.optimizer=sgd'),
+     r"--config.optimizer_kwargs.amsgrad: optax.sgd takes no argument 'amsgrad' \(it takes momentum, "
+     r"nesterov, accumulator_dtype\): drop or rename it"),
 ])
 def test_bad_train_input(capsys, tmp_path, data_dir, args, pattern):
   workdir = tmp_path / 'run'

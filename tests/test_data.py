@@ -1,6 +1,8 @@
 """resflax.data: mock mnist/cifar10 pipelines, the mnist_5k builder, batch order, eval, errors."""
 
 import collections
+import json
+import pathlib
 import time
 
 import ml_collections
@@ -11,6 +13,9 @@ import tensorflow_datasets as tfds
 from resflax import data
 from resflax.data import mnist_5k, pipeline
 from resflax.errors import ConfigError, DatasetNotFoundError, ShapeMismatchError, UnknownNameError
+
+
+CONFIGS = pathlib.Path(__file__).parents[1] / 'experiments' / 'configs'
 
 
 def make_config(**overrides) -> ml_collections.ConfigDict:
@@ -263,3 +268,204 @@ def assert_device_batches_equal_host_batches(d, epoch=1, start_step=2):
 ])
 def test_device_batches_equal_tf_data_batches(data_dir, overrides, shape):
   assert_device_batches_equal_host_batches(data.build(make_config(data_dir=data_dir, **overrides), shape))
+
+
+# --- any tfds builder: the catalog's (mock data) and the user's own ------------------------------
+
+@pytest.mark.parametrize('name, overrides, image_shape, num_classes', [
+    ('fashion_mnist', {}, (28, 28, 1), 10),
+    ('cifar100', {}, (32, 32, 3), 100),
+    ('cifar100', {'label_key': 'coarse_label'}, (32, 32, 3), 20),
+    ('svhn_cropped', {}, (32, 32, 3), 10),
+    ('emnist/balanced', {}, (28, 28, 1), 47),
+])
+def test_any_tfds_dataset(name, overrides, image_shape, num_classes, monkeypatch, tmp_path):
+  monkeypatch.setattr(pipeline, '_reachable', lambda host: True)  # mock_data fakes the download.
+  config = make_config(dataset=name, batch_size=8, eval_batch_size=16, download=True,
+                       data_dir=str(tmp_path), **overrides)
+  with tfds.testing.mock_data(num_examples=32):
+    d = data.build(config, None)
+    assert d.info.image_shape == d.input_shape == image_shape
+    assert (d.info.task, d.info.num_classes) == ('classification', num_classes)
+    assert (d.info.train_split, d.info.eval_split, d.steps_per_epoch) == ('train', 'test', 4)
+    batch = next(d.train_batches(0))
+    assert batch['image'].shape == (8, *image_shape) and batch['image'].dtype == np.float32
+    assert batch['label'].dtype == np.int32 and set(batch['label']) <= set(range(num_classes))
+    assert concat(d.eval_batches(), 'mask').sum() == 32
+
+
+def test_tfds_dataset_not_on_disk_fails_fast(tmp_path, monkeypatch):
+  """The catalog's download hosts come from the builder's checksums: offline fails in seconds."""
+  start = time.monotonic()
+  with pytest.raises(DatasetNotFoundError, match="'fashion_mnist' is not in .*download=False"):
+    data.build(make_config(dataset='fashion_mnist', data_dir=str(tmp_path), download=False), None)
+  monkeypatch.setattr(pipeline, '_reachable', lambda host: False)
+  with pytest.raises(DatasetNotFoundError,
+                     match='storage.googleapis.com and www.cs.toronto.edu cannot be reached') as e:
+    data.build(make_config(dataset='cifar100', data_dir=str(tmp_path), download=True), None)
+  assert time.monotonic() - start < 10 and '\n' not in str(e.value)
+  assert not list(tmp_path.rglob('*.tfrecord*'))
+
+
+@pytest.mark.parametrize('name, error, message', [
+    ('imagenet9', UnknownNameError, r"unknown dataset 'imagenet9': use --config.dataset= a tfds "
+                                    r'dataset .*mnist_5k.*--config.imports'),
+    ('emnist/nope', ConfigError, r"--config.dataset='emnist/nope': .*BuilderConfig nope not found"),
+    ('glue/cola', ConfigError, r"dataset 'glue/cola' has no Image features .*--config.image_key="),
+])
+def test_unusable_tfds_names_are_one_line(name, error, message, tmp_path):
+  with pytest.raises(error, match=message) as e:
+    data.build(make_config(dataset=name, data_dir=str(tmp_path)), None)
+  assert '\n' not in str(e.value)
+  assert not list(tmp_path.rglob('*.tfrecord*'))  # refused before anything was prepared
+
+
+USER_BUILDERS = '''
+"""Builders of a user's own package: small 28x28 images, prepared offline."""
+import numpy as np
+import tensorflow_datasets as tfds
+
+
+class ResflaxTestBars(tfds.core.GeneratorBasedBuilder):
+  """A bar across the image: 'row', 'column' or 'dot'; 'train' and 'validation' splits only."""
+
+  VERSION = tfds.core.Version('1.0.0')
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+        'picture': tfds.features.Image(shape=(28, 28, 1)),
+        'shape': tfds.features.ClassLabel(names=['row', 'column', 'dot']),
+        'brightness': tfds.features.Scalar(np.float32),
+        'id': tfds.features.Text(),
+    }))
+
+  def _split_generators(self, dl_manager):
+    return {'train': self._generate_examples(0, 30), 'validation': self._generate_examples(30, 42)}
+
+  def _generate_examples(self, start, stop):
+    for i in range(start, stop):
+      image = np.zeros((28, 28, 1), np.uint8)
+      level = 100 + 3 * i
+      if i % 3 == 0:
+        image[i % 28] = level
+      elif i % 3 == 1:
+        image[:, i % 28] = level
+      else:
+        image[i % 28, i % 28] = level
+      yield i, {'picture': image, 'shape': i % 3, 'brightness': level / 255, 'id': str(i)}
+
+
+class ResflaxTestTrainOnly(ResflaxTestBars):
+  """The same bars, one 'train' split."""
+
+  def _split_generators(self, dl_manager):
+    return {'train': self._generate_examples(0, 30)}
+
+
+class ResflaxTestVectors(tfds.core.GeneratorBasedBuilder):
+  """No image: 4 floats and a label."""
+
+  VERSION = tfds.core.Version('1.0.0')
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+        'x': tfds.features.Tensor(shape=(4,), dtype=np.float32),
+        'label': tfds.features.ClassLabel(num_classes=2),
+    }))
+
+  def _split_generators(self, dl_manager):
+    return {'train': self._generate_examples()}
+
+  def _generate_examples(self):
+    for i in range(4):
+      yield i, {'x': np.full(4, i, np.float32), 'label': i % 2}
+'''
+
+
+@pytest.fixture(scope='module')
+def user_builders(tmp_path_factory):
+  """A module of the user's that registers tfds builders when imported (as --config.imports does)."""
+  import importlib
+  import sys
+  package = tmp_path_factory.mktemp('user_package')
+  (package / 'resflax_test_user_builders.py').write_text(USER_BUILDERS)
+  sys.path.insert(0, str(package))
+  try:
+    yield importlib.import_module('resflax_test_user_builders')
+  finally:
+    sys.path.remove(str(package))
+
+
+def test_user_builder_trains_offline(user_builders, tmp_path):
+  """A builder of the user's own: features found by kind, 'validation' for eval, built offline."""
+  del user_builders
+  config = make_config(dataset='resflax_test_bars', data_dir=str(tmp_path), download=False,
+                       batch_size=10, eval_batch_size=8)
+  d = data.build(config, None)
+  assert (d.info.image_key, d.info.label_key) == ('picture', 'shape')
+  assert (d.info.task, d.info.num_classes, d.info.image_shape) == ('classification', 3, (28, 28, 1))
+  assert (d.info.train_split, d.info.eval_split, d.info.num_train, d.info.num_eval) == (
+      'train', 'validation', 30, 12)
+  batches = list(d.train_batches(0))
+  assert len(batches) == 3 and batches[0]['image'].shape == (10, 28, 28, 1)
+  images, labels = concat(batches, 'image'), concat(batches, 'label')
+  for image, label in zip(images, labels):  # each image shows its label's bar
+    lit = image[..., 0] > 0
+    assert (lit.sum(), lit.any(1).sum(), lit.any(0).sum()) == [(28, 1, 28), (28, 28, 1),
+                                                               (1, 1, 1)][label]
+  assert concat(d.eval_batches(), 'mask').sum() == 12
+  # Another label feature of the same records: a regression dataset, cached apart.
+  r = data.build(make_config(**{**config.to_dict(), 'label_key': 'brightness'}), None)
+  assert (r.info.task, r.info.num_classes) == ('regression', None)
+  batch = next(r.train_batches(0))
+  np.testing.assert_allclose(batch['label'], batch['image'].max(axis=(1, 2, 3)), rtol=1e-6)
+  assert concat(r.eval_batches(), 'label').dtype == np.float32
+  assert len(list(tmp_path.rglob(f'*{pipeline.ARRAY_CACHE}/*.npy'))) == 8  # 2 splits x 2 labels
+  np.testing.assert_array_equal(next(data.build(config, None).train_batches(0))['label'],
+                                batches[0]['label'])  # from the cache: still the class labels
+  # validation_split holds out the tail of 'train' as for the registered datasets.
+  v = data.build(make_config(**{**config.to_dict(), 'validation_split': 0.2}), None)
+  assert (v.info.num_train, v.info.num_eval) == (24, 6)
+
+
+@pytest.mark.parametrize('name, overrides, message', [
+    ('resflax_test_vectors', {}, r"dataset 'resflax_test_vectors' has no Image features \(x, "
+                                 r'label\): name its image with --config.image_key='),
+    ('resflax_test_vectors', {'image_key': 'x'}, r"feature 'x' .* is Tensor.*not uint8 images"),
+    ('resflax_test_bars', {'label_key': 'id'}, r"feature 'id' .* neither a ClassLabel nor a float"),
+    ('resflax_test_bars', {'image_key': 'photo'},
+     r"--config.image_key='photo': dataset 'resflax_test_bars' has no such feature: use one of "),
+])
+def test_user_builder_without_usable_features(user_builders, tmp_path, name, overrides, message):
+  del user_builders
+  with pytest.raises(ConfigError, match=message) as e:
+    data.build(make_config(dataset=name, data_dir=str(tmp_path), **overrides), None)
+  assert '\n' not in str(e.value)
+  assert not list(tmp_path.rglob('*.tfrecord*'))  # checked before the builder was prepared
+
+
+def test_only_a_train_split_asks_for_validation_split(user_builders, tmp_path):
+  del user_builders
+  with pytest.raises(ConfigError, match=r"no 'test' or 'validation' split \(it has train\): hold "
+                                        r'out part of .*--config.validation_split=0.1'):
+    data.build(make_config(dataset='resflax_test_train_only', data_dir=str(tmp_path),
+                           batch_size=2), None)
+
+
+def test_user_builder_and_optax_optimizer_train_end_to_end(user_builders, tmp_path):
+  """The user's builder and an optax optimizer through the training loop, no code changes."""
+  del user_builders
+  from resflax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from resflax import train  # pylint: disable=g-import-not-at-top
+  overrides = {'dataset': 'resflax_test_bars', 'data_dir': str(tmp_path / 'tfds'),
+               'download': 'False', 'batch_size': '10',
+               'eval_batch_size': '12', 'num_train_steps': '3', 'log_every_steps': '1',
+               'progress': 'none', 'optimizer': 'adamw', 'optimizer_kwargs': "{'b1': 0.8}",
+               'optimizer_kwargs.weight_decay': '0.01',
+               'lr_schedule': 'exponential_decay', 'lr_schedule_kwargs.decay_rate': '0.5'}
+  config = config_lib.from_args(CONFIGS / 'mnist_resmlp.py', list(overrides.items()))
+  result = train.train_and_evaluate(config, tmp_path / 'run')
+  assert result['step'] == 3 and np.isfinite(result['loss'])
+  saved = json.loads((tmp_path / 'run' / 'config.json').read_text())
+  assert saved['optimizer_kwargs'] == {'b1': 0.8, 'weight_decay': 0.01}
+  assert saved['lr_schedule_kwargs'] == {'decay_rate': 0.5}

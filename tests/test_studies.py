@@ -119,7 +119,7 @@ def test_pointwise_dense_shortcut_is_a_strided_1x1_conv():
 @pytest.mark.parametrize('kind', shortcut_study.SHORTCUTS)
 def test_shortcut_study_nets_train(kind):
   model, variables, x = _init(f'shortcut_study_{kind}', (28, 28, 1))
-  config = {'optimizer': 'adam', 'learning_rate': 1e-3, 'amsgrad': False}
+  config = {'optimizer': 'keras_adam', 'learning_rate': 1e-3, 'optimizer_kwargs': {'amsgrad': False}}
   from resflax import config as config_lib
   c = config_lib.base_config()
   c.update(config)

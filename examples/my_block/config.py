@@ -17,8 +17,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.dataset = 'mnist_5k'
   c.batch_size = 128
   c.num_epochs = 1
-  c.optimizer = 'adam'
-  c.amsgrad = False
+  c.optimizer = 'adam'  # any optax optimizer; config.optimizer_kwargs are passed to it
   c.learning_rate = 1e-3
   c.loss = 'softmax_cross_entropy'
   c.log_every_steps = 10

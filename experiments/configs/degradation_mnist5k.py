@@ -25,7 +25,7 @@ def get_config():
   config.num_epochs = 5
   config.optimizer = 'sgd'
   config.learning_rate = 0.1
-  config.momentum = 0.9
+  config.optimizer_kwargs = {'momentum': 0.9, 'nesterov': False}
   config.weight_decay = 1e-4
   config.lr_schedule = 'cosine'
   config.warmup_epochs = 1.0

@@ -20,8 +20,8 @@ def get_config():
   config.normalize = True
   config.batch_size = 128
   config.num_epochs = 10
-  config.optimizer = 'adam'
-  config.amsgrad = False
+  config.optimizer = 'keras_adam'
+  config.optimizer_kwargs = {'amsgrad': False}
   config.learning_rate = 1e-3
   config.keep_checkpoints = 1
   return config

@@ -59,11 +59,17 @@ def bench_config(name: str):
     raise FileNotFoundError(f'{path} not found: run the benchmark from a resflax checkout')
   config = config_lib.load(path)
   config.model = name
-  if config.optimizer != 'adam':
-    config.optimizer, config.amsgrad, config.learning_rate = 'adam', True, 1e-3
+  if config.optimizer != 'keras_adam':
+    config.optimizer, config.learning_rate = 'keras_adam', 1e-3
+    config.optimizer_kwargs = {'amsgrad': True}
     config.weight_decay, config.lr_schedule, config.warmup_epochs = 0.0, 'constant', 0.0
   return config
 
 
+def amsgrad(config) -> bool:
+  """Whether the config's Keras Adam is AMSGrad (``bench_config`` always gives Keras Adam)."""
+  return bool(config.optimizer_kwargs.get('amsgrad', False))
+
+
 def optimizer_name(config) -> str:
-  return 'Adam (AMSGrad)' if config.amsgrad else 'Adam'
+  return 'Adam (AMSGrad)' if amsgrad(config) else 'Adam'

@@ -135,7 +135,8 @@ def keras_step(args) -> dict:
   model = (build_keras_model(args.model) if args.model in specs.SEED_MODELS
            else keras_zoo.build_keras_model(args.model))
   # Keras' Adam defaults (beta_1 0.9, beta_2 0.999, epsilon 1e-7) are resflax's.
-  model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, amsgrad=config.amsgrad),
+  model.compile(optimizer=keras.optimizers.Adam(config.learning_rate,
+                                                amsgrad=specs.amsgrad(config)),
                 loss='categorical_crossentropy' if classes else 'mse',
                 metrics=['accuracy'] if classes else ['mae'])
   images, labels = random_batch(args.model, args.batch_size)
@@ -173,7 +174,7 @@ def torch_step(args) -> dict:
   build = torch_seeds.build if args.model in specs.SEED_MODELS else torch_zoo.build
   model = build(args.model).to(device).train()
   opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate, eps=1e-7,
-                         amsgrad=config.amsgrad)
+                         amsgrad=specs.amsgrad(config))
   images, labels = random_batch(args.model, args.batch_size)
   if images.ndim == 4:
     images = images.transpose(0, 3, 1, 2)  # NHWC -> NCHW

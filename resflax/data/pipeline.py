@@ -16,6 +16,7 @@ import hashlib
 import math
 import os
 import socket
+import urllib.parse
 
 from etils import epath
 import numpy as np
@@ -52,6 +53,9 @@ class Source:
 
 # The download hosts are those of the tfds sources (image_classification/mnist.py, cifar.py);
 # tfds first tries its prepared copies in the tfds-data bucket on storage.googleapis.com.
+# Any other --config.dataset is a tfds builder name ('fashion_mnist', 'cifar100', 'emnist/balanced',
+# a builder of the user's registered by --config.imports): ``tfds_source``.
+GCS_HOST = 'storage.googleapis.com'
 DATASETS: dict[str, Source] = {
     'mnist': Source(functools.partial(tfds.builder, 'mnist'), ('storage.googleapis.com',)),
     'cifar10': Source(functools.partial(tfds.builder, 'cifar10'),
@@ -75,6 +79,8 @@ class DatasetInfo:
   num_eval: int  # examples in eval_split
   train_split: str  # tfds split strings, e.g. 'train[:80%]'
   eval_split: str
+  image_key: str = 'image'  # the builder's features that make the examples
+  label_key: str = 'label'
 
 
 AUGMENT_TAG = 1  # an epoch's augmentation draws: default_rng([seed, epoch, AUGMENT_TAG])
@@ -158,19 +164,25 @@ def _reachable(host: str, timeout: float = 3.0) -> bool:
 
 
 def prepared_builder(name: str, data_dir: str | None, download: bool,
-                     options: dict | None = None) -> tfds.core.DatasetBuilder:
+                     options: dict | None = None,
+                     check: Callable[[tfds.core.DatasetBuilder], object] | None = None
+                     ) -> tfds.core.DatasetBuilder:
   """The tfds builder of ``name``, prepared in ``data_dir`` (downloaded or built there if needed).
 
-  ``options``: more kwargs for the builder (``Source.options(config)``, e.g. ``config=``).
+  ``name``: one of ``DATASETS`` or any tfds builder name (its download hosts read from the URLs in
+  its checksums file; none recorded: built locally). ``options``: more kwargs for the builder
+  (``Source.options(config)``, e.g. ``config=``). ``check(builder)`` runs before it is prepared,
+  so that a dataset that cannot be used fails before a download.
 
   Fails within seconds, not after tfds' minutes of retries, when a download is needed but
   forbidden (``download=False``) or impossible (no route to the download hosts).
   """
-  if name not in DATASETS:
-    raise UnknownNameError(
-        f"unknown dataset {name!r}: use --config.dataset= one of {', '.join(sorted(DATASETS))}")
-  source = DATASETS[name]
+  source = DATASETS.get(name) or tfds_source(name)
   builder = source.builder(data_dir=data_dir, **(options or {}))
+  if name not in DATASETS:  # the hosts of the URLs in the builder's checksums file
+    source = dataclasses.replace(source, hosts=_download_hosts(builder))
+  if check is not None:
+    check(builder)
   if builder.is_prepared():
     return builder
   tensorflow()  # tfds builds and downloads with TensorFlow
@@ -191,21 +203,108 @@ def prepared_builder(name: str, data_dir: str | None, download: bool,
       f'--config.dataset=mnist_5k works offline')
 
 
+def tfds_source(name: str) -> Source:
+  """A ``Source`` for any tfds builder name (``name``, ``name/config``, ``name:version``)."""
+  return Source(functools.partial(_tfds_builder, name))
+
+
+def _tfds_builder(name: str, **kwargs) -> tfds.core.DatasetBuilder:
+  """``tfds.builder(name, **kwargs)``; a bad name is one line naming the fix (not tfds' list of
+  every dataset)."""
+  try:
+    return tfds.builder(name, **kwargs)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise UnknownNameError(
+        f'unknown dataset {name!r}: use --config.dataset= a tfds dataset (fashion_mnist, '
+        f"cifar100, svhn_cropped, ...), one of {', '.join(sorted(DATASETS))}, or a builder of "
+        'yours registered by a module named in --config.imports') from None
+  except (ValueError, AssertionError) as e:  # a bad config or version, an unparsable name
+    why = ' '.join(str(e).split())[:300]
+    raise ConfigError(f'--config.dataset={name!r}: {why} (tfds names: '
+                      'dataset[/config][:version], e.g. emnist/balanced)') from None
+
+
+def _download_hosts(builder: tfds.core.DatasetBuilder) -> tuple[str, ...]:
+  """The hosts that preparing ``builder`` downloads from: GCS (tfds' prepared copies) and those of
+  the URLs in its checksums file; () for a builder without recorded URLs (built from local data)."""
+  try:
+    urls = list(builder.url_infos or ())
+  except Exception:  # pylint: disable=broad-except  (no or an unreadable checksums file)
+    urls = []
+  hosts = {urllib.parse.urlparse(url).hostname for url in urls} - {None}
+  return (GCS_HOST, *sorted(hosts - {GCS_HOST})) if hosts else ()
+
+
+def _choose_features(name: str, features, image_key: str = '',
+                     label_key: str = '') -> tuple[str, str]:
+  """(image key, label key) among ``features`` (a tfds FeaturesDict): ``image_key`` /
+  ``label_key`` if given, else 'image' / 'label', else the only Image / ClassLabel feature."""
+  keys = list(features.keys())
+
+  def pick(given, default, kind, config_key):
+    if given:
+      if given not in features:
+        raise ConfigError(f"--config.{config_key}={given!r}: dataset {name!r} has no such "
+                          f"feature: use one of {', '.join(keys)}")
+      return given
+    if default in features:
+      return default
+    found = [k for k in keys if isinstance(features[k], kind)]
+    if len(found) != 1:
+      raise ConfigError(
+          f'dataset {name!r} has {len(found) or "no"} {kind.__name__} features '
+          f"({', '.join(keys)}): name its {default} with --config.{config_key}=" +
+          ('' if found else ' (resflax trains on an image and an integer label)'))
+    return found[0]
+
+  image = pick(image_key, 'image', tfds.features.Image, 'image_key')
+  label = pick(label_key, 'label', tfds.features.ClassLabel, 'label_key')
+  describe = lambda key: ' '.join(repr(features[key]).split())[:200]  # one line
+  feature = features[image]
+  shape = tuple(getattr(feature, 'shape', ()) or ())
+  if (not isinstance(feature, (tfds.features.Image, tfds.features.Tensor))
+      or np.dtype(feature.np_dtype) != np.uint8 or len(shape) != 3 or None in shape):
+    raise ConfigError(f'feature {image!r} of dataset {name!r} is {describe(image)}, not uint8 '
+                      'images of one size (height, width, channels): pick another with '
+                      '--config.image_key= (or resize the images in your builder)')
+  feature = features[label]
+  if not (isinstance(feature, tfds.features.ClassLabel) or (
+      isinstance(feature, tfds.features.Tensor) and feature.shape == ()
+      and np.issubdtype(feature.np_dtype, np.floating))):
+    raise ConfigError(f'feature {label!r} of dataset {name!r} is {describe(label)}, neither a '
+                      'ClassLabel nor a float scalar (regression): pick another with --config.label_key=')
+  return image, label
+
+
+def _eval_split_of(builder: tfds.core.DatasetBuilder, name: str) -> str:
+  """'test', else 'validation' (whatever the builder has); 'test' when tfds records no splits."""
+  splits = set(builder.info.splits.keys())
+  for split in ('test', 'validation', 'valid', 'val'):
+    if not splits or split in splits:
+      return split
+  raise ConfigError(f"dataset {name!r} has no 'test' or 'validation' split (it has "
+                    f"{', '.join(sorted(splits))}): hold out part of 'train' with "
+                    '--config.validation_split=0.1')
+
+
 ARRAY_CACHE = 'resflax_arrays'  # next to a prepared local dataset: its splits as .npy files
 
 
-def _load(builder: tfds.core.DatasetBuilder, split: str) -> tuple[np.ndarray, np.ndarray]:
+def _load(builder: tfds.core.DatasetBuilder, split: str,
+          keys: tuple[str, str] = ('image', 'label')) -> tuple[np.ndarray, np.ndarray]:
   """The whole split, decoded, in tfds' fixed order: (images uint8 [n, ...], labels [n]).
 
-  The first load decodes it with tf.data and keeps it as two ``.npy`` files in
-  ``<dataset dir>/resflax_arrays/``, named by a fingerprint of the dataset's record files (names,
-  sizes, times), so a rebuilt dataset is decoded afresh. Later loads memory-map those files
+  ``keys``: the (image, label) features. The first load decodes it with tf.data and keeps it as two
+  ``.npy`` files in ``<dataset dir>/resflax_arrays/``, named by a fingerprint of the dataset's record
+  files (names, sizes, times) and, if not the default, the keys, so a rebuilt dataset is decoded
+  afresh. Later loads memory-map those files
   (read-only), without TensorFlow. Local data dirs only; skipped where the files cannot be written.
   """
   fingerprint = _fingerprint(builder, split)
   if fingerprint:
     cache = epath.Path(builder.data_dir) / ARRAY_CACHE
-    names = [cache / f'{fingerprint}.{part}.npy' for part in ('images', 'labels')]
+    tag = '' if keys == ('image', 'label') else '-' + '-'.join(keys)  # another feature, its own
+    names = [cache / f'{fingerprint}{tag}.{part}.npy' for part in ('images', 'labels')]
     if all(p.exists() for p in names):
       try:  # memory-mapped: on CPU the device array reads these pages (no second copy), and
         # elsewhere they are page cache, shared by every process on the host and freed under pressure
@@ -213,7 +312,8 @@ def _load(builder: tfds.core.DatasetBuilder, split: str) -> tuple[np.ndarray, np
       except (OSError, ValueError):  # unreadable (cut short?): decode the split again
         pass
   tensorflow()  # before TF's first op
-  ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+  ds = builder.as_dataset(split=split, shuffle_files=False)
+  ds = ds.map(lambda example: (example[keys[0]], example[keys[1]]))
   images, labels = (t.numpy() for t in ds.batch(len(ds)).get_single_element())
   if fingerprint and _recorded_size(builder, split) == len(labels):  # not tfds' mock data
     try:
@@ -296,13 +396,14 @@ class Data:
 
   @functools.cached_property
   def _train(self):
-    return _load(self._builder, self.info.train_split)
+    return _load(self._builder, self.info.train_split, (self.info.image_key, self.info.label_key))
 
   @functools.cached_property
   def _eval(self):
     # One extra zero example at index num_eval: the padding of the last eval batch.
     return tuple(np.concatenate([x, np.zeros_like(x[:1])])
-                 for x in _load(self._builder, self.info.eval_split))
+                 for x in _load(self._builder, self.info.eval_split,
+                                (self.info.image_key, self.info.label_key)))
 
   @functools.cached_property
   def _train_tensors(self):
@@ -490,16 +591,23 @@ def build(config, input_shape: tuple[int, ...] | None, *, process_index: int = 0
   ('' or None: tfds' default), ``normalize``, ``validation_split`` (0: evaluate on 'test'; f: train on the first
   1 - f of 'train' and evaluate on the rest, as Keras' ``validation_split``; a ``Source.holdout``
   builder holds out f itself), ``download``, the augmentation keys (``augment_from``) and the
-  dataset's own keys (``Source.options``). A label feature that is not a ClassLabel makes a
+  dataset's own keys (``Source.options``). ``config.dataset`` may be any tfds builder whose
+  features hold uint8 images of one size and a ClassLabel (``image_key`` / ``label_key``,
+  ``_choose_features``); shapes and class counts come from its info, and without a
+  validation_split it is evaluated on 'test' (or 'validation'). A float scalar label makes a
   regression dataset (float32 labels, ``num_classes`` None).
   """
   name = config.dataset
   source = DATASETS.get(name)
   options = source.options(config) if source is not None and source.options else None
   augment = augment_from(config)
-  builder = prepared_builder(name, config.data_dir or None, config.get('download', True), options)
+  choose = lambda builder: _choose_features(
+      name, builder.info.features, config.get('image_key', ''), config.get('label_key', ''))
+  builder = prepared_builder(name, config.data_dir or None, config.get('download', True), options,
+                             check=choose)
   features = builder.info.features
-  image_shape = tuple(features['image'].shape)
+  image_key, label_key = choose(builder)
+  image_shape = tuple(features[image_key].shape)
   input_shape = image_shape if input_shape is None else tuple(input_shape)
   if math.prod(image_shape) != math.prod(input_shape):
     raise ShapeMismatchError(
@@ -513,21 +621,25 @@ def build(config, input_shape: tuple[int, ...] | None, *, process_index: int = 0
   if not 0 <= split < 1:
     raise ConfigError(f'--config.validation_split={split} must be in [0, 1): 0 evaluates on '
                       f"'test', 0.2 on the last 20% of 'train'")
-  if source.holdout:  # validation_split was checked and applied by the builder (options)
-    train_split, eval_split = 'train', 'validation'
+  if builder.info.splits.keys() and 'train' not in builder.info.splits:
+    raise ConfigError(f"dataset {name!r} has no 'train' split (it has "
+                      f"{', '.join(sorted(builder.info.splits.keys()))}): resflax trains on "
+                      "'train'")
+  if source is not None and source.holdout:  # validation_split was checked and applied by the
+    train_split, eval_split = 'train', 'validation'  # builder (options)
   elif split:
     cut = f'{100 * (1 - split):g}%'
     train_split, eval_split = f'train[:{cut}]', f'train[{cut}:]'
   else:
-    train_split, eval_split = 'train', 'test'
-  classes = isinstance(features['label'], tfds.features.ClassLabel)
+    train_split, eval_split = 'train', _eval_split_of(builder, name)
+  classes = isinstance(features[label_key], tfds.features.ClassLabel)
   info = DatasetInfo(
       name=name, task='classification' if classes else 'regression',
-      num_classes=features['label'].num_classes if classes else None,
+      num_classes=features[label_key].num_classes if classes else None,
       image_shape=image_shape,
       num_train=_num_examples(builder, train_split),
       num_eval=_num_examples(builder, eval_split),
-      train_split=train_split, eval_split=eval_split)
+      train_split=train_split, eval_split=eval_split, image_key=image_key, label_key=label_key)
   if config.batch_size > info.num_train:
     raise ConfigError(f'--config.batch_size={config.batch_size} exceeds the {info.num_train} '
                       f'training examples of {name!r} ({train_split}): use a smaller batch size')
