@@ -8,13 +8,21 @@ The pinned values were computed from the models as they were before ``resflax.pa
 
 import functools
 import hashlib
+import re
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from resflax import models
+from resflax import blocks, models, parts
+from resflax.errors import ConfigError
+from resflax.models import (densenet, highway, preact_resnet, resnet_cifar, resnext, seed,
+                            shortcut_study)
+from resflax.train import state as state_lib
+from resflax.train import steps
 
 # name -> sha256 (16 hex digits) of the sorted '<path>:<shape>' lines of ``model.init``'s
 # variables (params and batch_stats) on one example of the registered input shape.
@@ -150,3 +158,211 @@ def test_numbers_are_unchanged(name):
   expected_squares, expected_logits = NUMBERS[name]
   np.testing.assert_allclose(float(squares), expected_squares, rtol=1e-5)
   np.testing.assert_allclose(np.asarray(logits).ravel(), expected_logits, rtol=1e-4, atol=2e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# The vocabulary across the families: every shortcut, merge and norm a family takes trains one
+# step on tiny 8x8 inputs; a shortcut changes the parameter count by exactly its own parameters.
+# ----------------------------------------------------------------------------------------------
+_p = functools.partial
+# family -> (tiny module, input shape, loss, shortcuts, merges, norms it takes).
+ALL = parts.SHORTCUTS
+FAMILIES = {
+    'resnet_cifar': (_p(resnet_cifar.ResNetCIFAR, depth=8, width=4), ALL,
+                     ('add', 'highway', 'dense_additive')),
+    'preact_resnet': (_p(preact_resnet.PreActResNet, depth=8, stage_features=(4, 8, 16),
+                         stem_features=4), ALL, ('add', 'highway')),
+    'resnext': (_p(resnext.ResNeXt, depth=11, cardinality=2, base_width=2,
+                   stage_features=(8, 16, 32), stem_features=4), ALL, ('add', 'highway')),
+    'densenet': (_p(densenet.DenseNet, depth=7, growth_rate=4), ('identity',), ('concat',)),
+    'highway': (highway._HighwayCIFAR8, ALL, ('highway', 'add')),
+    'shortcut_study': (_p(shortcut_study.ShortcutStudyNet, stage_features=(4, 8, 16)), ALL,
+                       ('add', 'highway')),
+    'steering': (seed.SteeringNet, ALL, ('add', 'concat', 'highway')),
+}
+
+
+def _shape(family):
+  return (12, 12, 3) if family == 'steering' else (8, 8, 3)
+
+
+def _model(family, **parts_kwargs):
+  module = FAMILIES[family][0]
+  return module(num_outputs=1 if family == 'steering' else 10, **parts_kwargs)
+
+
+def _params(model, shape):
+  variables = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
+                             jnp.zeros((2, *shape)))
+  return variables['params']
+
+
+def _shortcut_params(params) -> int:
+  """Parameters under a ``shortcut`` module, or a dense-additive stage input ``block{i}_in``."""
+  return sum(int(np.prod(leaf.shape)) for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+             if any(k.key == 'shortcut' or re.fullmatch(r'block\d+_in', k.key) for k in path))
+
+
+def _merge_params(params) -> int:
+  """Parameters of the merges (the highway gates: gone where a block has no shortcut to merge)."""
+  return sum(int(np.prod(leaf.shape)) for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+             if any(k.key == 'merge' for k in path))
+
+
+def _count(params) -> int:
+  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
+
+
+def _one_step_losses(family, models_):
+  """One SGD step of each model on the same batch, compiled together (one compilation)."""
+  shape = _shape(family)
+  rng = np.random.default_rng(0)
+  regression = family == 'steering'
+  batch = {'image': jnp.asarray(rng.random((2, *shape)), jnp.float32),
+           'label': (jnp.asarray([0.1, -0.2]) if regression else jnp.asarray([1, 3], jnp.int32))}
+  loss = 'mse' if regression else 'softmax_cross_entropy'
+
+  def step_all(key, batch):
+    losses = []
+    for model in models_:
+      state = state_lib.create_state(model, optax.sgd(0.01), shape, key)
+      _, metrics = steps.train_step(state, batch, key, loss=loss)
+      losses.append(metrics['loss'])
+    return jnp.stack(losses)
+
+  options = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
+  key = jax.random.key(0)
+  return np.asarray(jax.jit(step_all).lower(key, batch).compile(compiler_options=options)(key, batch))
+
+
+def _variants(family):
+  _, shortcuts, merges = FAMILIES[family]
+  variants = ([dict(shortcut=s) for s in shortcuts] + [dict(merge=m) for m in merges[1:]]
+              + [dict(norm=n) for n in parts.NORMS])
+  if hasattr(_model(family), 'act'):  # SteeringNet's seed layers have no activation to swap
+    variants.append(dict(act='gelu'))
+  return variants
+
+
+@pytest.mark.parametrize('family', sorted(FAMILIES))
+def test_a_shortcut_changes_the_parameter_count_by_exactly_its_own(family):
+  # Traced only (init's forward pass checks every shape); the steps are compiled below.
+  body = {}
+  for v in _variants(family):
+    params = _params(_model(family, **v), _shape(family))
+    if 'shortcut' in v:
+      # Parameters outside the shortcuts (and the merges, which a block without a shortcut lacks)
+      # are the same for every shortcut; SteeringNet: per branch, the vector shortcuts taking seed
+      # 000 method 2's branch.
+      group = family == 'steering' and v['shortcut'] in ('flatten_dense', 'global_pool_dense')
+      body.setdefault(group, set()).add(_count(params) - _shortcut_params(params)
+                                        - _merge_params(params))
+      if v['shortcut'] in parts.PARAMETER_FREE_SHORTCUTS:
+        assert _shortcut_params(params) == 0
+  assert all(len(counts) == 1 for counts in body.values()), body
+
+
+# One program for the default suite: every shortcut, merge, norm and an activation other than relu
+# at least once on ResNet-CIFAR, and a combination off the beaten path on every other family.
+ONE_STEP = {
+    'resnet_cifar': [dict(shortcut='zero_pad'),
+                     dict(shortcut='projection', merge='highway', norm='layer'),
+                     dict(shortcut='avgpool_projection', merge='dense_additive', norm='group'),
+                     dict(shortcut='pointwise_dense', norm='none', act='gelu'),
+                     dict(shortcut='flatten_dense', merge='highway'),
+                     dict(shortcut='global_pool_dense', norm='layer'),
+                     dict(shortcut='identity', merge='highway', norm='group'),
+                     dict(shortcut='none', norm='none')],
+    'preact_resnet': [dict(shortcut='avgpool_projection', merge='highway', norm='group')],
+    'resnext': [dict(shortcut='pointwise_dense', merge='highway', norm='layer')],
+    'densenet': [dict(norm='layer', act='silu')],
+    'highway': [dict(merge='add', norm='batch')],
+    'shortcut_study': [dict(shortcut='flatten_dense', merge='highway', norm='group')],
+    'steering': [dict(shortcut='global_pool_dense', merge='concat', norm='batch')],
+}
+
+
+def test_one_train_step_through_every_part():
+  losses = {}
+  for family, variants in ONE_STEP.items():
+    losses[family] = _one_step_losses(family, [_model(family, **v) for v in variants])
+  assert all(np.all(np.isfinite(l)) for l in losses.values()), losses
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('family', sorted(FAMILIES))
+def test_every_part_of_a_family_trains_one_step(family):
+  variants = _variants(family)
+  losses = _one_step_losses(family, [_model(family, **v) for v in variants])
+  assert np.all(np.isfinite(losses)), dict(zip(map(str, variants), losses))
+
+
+def test_learned_shortcuts_have_the_expected_sizes():
+  # ResNet-8 at width 4: two shape changes, 4 -> 8 channels (8x8 -> 4x4) and 8 -> 16 (4x4 -> 2x2).
+  sizes = {}
+  for s in parts.SHORTCUTS:
+    sizes[s] = _shortcut_params(_params(_model('resnet_cifar', shortcut=s), (8, 8, 3)))
+  assert sizes['identity'] == sizes['zero_pad'] == sizes['none'] == 0
+  assert sizes['projection'] == sizes['avgpool_projection'] == (4 * 8 + 2 * 8) + (8 * 16 + 2 * 16)
+  assert sizes['pointwise_dense'] == sizes['global_pool_dense'] == (4 * 8 + 8) + (8 * 16 + 16)
+  assert sizes['flatten_dense'] == (8 * 8 * 4 * 4 * 4 * 8 + 128) + (4 * 4 * 8 * 2 * 2 * 16 + 64)
+
+
+def test_names_from_the_old_switches_and_undefined_combinations_are_refused_in_one_line():
+  cases = [
+      ('resnet_cifar', dict(shortcut='A'), "ResNetCIFAR takes no shortcut 'A': use one of identity, "
+       'zero_pad, projection'),
+      ('resnet_cifar', dict(shortcut='B'), "takes no shortcut 'B'"),
+      ('steering', dict(shortcut='pointwise'), "SteeringNet takes no shortcut 'pointwise'"),
+      ('resnet_cifar', dict(merge='concat'),
+       "ResNetCIFAR takes no merge 'concat': use one of add, highway, dense_additive"),
+      ('resnet_cifar', dict(shortcut='none', merge='dense_additive'), 'needs a shortcut'),
+      ('resnet_cifar', dict(depth=21), r'depth 21 is not of the form 6n\+2'),
+      ('resnet_cifar', dict(norm='batchnorm'), "takes no norm 'batchnorm': use one of batch, layer"),
+      ('resnet_cifar', dict(act='relux'), "takes no activation 'relux'"),
+      ('preact_resnet', dict(merge='dense_additive'), "PreActResNet takes no merge"),
+      ('densenet', dict(shortcut='projection'), "DenseNet takes no shortcut 'projection': use one "
+       'of identity'),
+      ('densenet', dict(merge='add'), "DenseNet takes no merge 'add': use one of concat"),
+      ('densenet', dict(depth=41), r'depth 41 is not of the form 3n\+4'),
+      ('steering', dict(merge='dense_additive'), 'SteeringNet takes no merge'),
+  ]
+  for family, kwargs, message in cases:
+    with pytest.raises(ConfigError, match=message) as error:
+      _params(_model(family, **kwargs), _shape(family))
+    assert '\n' not in str(error.value)
+  with pytest.raises(ConfigError, match='keeps a map, but this body ends in a vector'):
+    parts.shortcut('zero_pad', 4, 8, 2, to_vector=True)
+
+
+def test_depth_and_width_keywords_give_the_registered_nets():
+  plan = lambda **kw: resnet_cifar.ResNetCIFAR(**kw).stage_plan()
+  assert plan(depth=110) == ((18, 18, 18), (16, 32, 64))
+  assert plan(depth=20, width=32) == ((3, 3, 3), (32, 64, 128))
+  assert plan(stage_sizes=(2, 2), stage_features=(8, 16)) == ((2, 2), (8, 16))
+  with pytest.raises(ConfigError, match='exactly one'):
+    plan(depth=20, stage_sizes=(3, 3, 3))
+  assert preact_resnet.PreActResNet164().stage_plan() == (18, 18, 18)  # 9n+2, bottleneck
+  assert preact_resnet.PreActResNet(depth=56).stage_plan() == (9, 9, 9)  # 6n+2, basic
+  assert resnext.ResNeXt().stage_plan() == (3, 3, 3) == resnext.ResNeXt(depth=29).stage_plan()
+  assert densenet.DenseNetBC100_k12().stage_plan() == (16, 16, 16)
+  assert densenet.DenseNet(depth=40).stage_plan() == (12, 12, 12)
+  # A registered net with a size keyword on top, as model_kwargs would: resnet20 -> ResNet-56.
+  deeper = _params(models.get_spec('resnet20').module(num_outputs=10, depth=56), (8, 8, 3))
+  assert _count(deeper) == 853_018
+
+
+def test_user_factories_stand_in_for_names():
+  calls = []
+
+  def my_shortcut(*, in_features, features, strides, conv, norm, dense, to_vector):
+    calls.append((in_features, features, strides))
+    return functools.partial(blocks.ProjectionShortcut, features, strides, conv=conv, norm=None)
+
+  model = _model('resnet_cifar', shortcut=my_shortcut, merge=blocks.AddMerge,
+                 norm=functools.partial(nn.LayerNorm), act=jnp.tanh)
+  params = _params(model, (8, 8, 3))
+  assert calls == [(4, 8, 2), (8, 16, 2)]  # called only where the shape changes
+  assert _shortcut_params(params) == (4 * 8 + 8) + (8 * 16 + 16)  # 1x1 convs with a bias
+  assert parts.activation('silu') is jax.nn.silu
+  assert parts.norm('none', train=True, optional=True) is None

@@ -58,10 +58,10 @@ MODELS: dict[str, ModelSpec] = {
         functools.partial(seed.ResidualMLP, dense_additive=True), (784,), 'classification',
         'seed 002 In[7]'),
     'steering_conv_shortcut': ModelSpec(
-        functools.partial(seed.SteeringNet, shortcut='pointwise'), (120, 160, 3), 'regression',
+        functools.partial(seed.SteeringNet, shortcut='pointwise_dense'), (120, 160, 3), 'regression',
         'seed 000 method 1'),
     'steering_dense_shortcut': ModelSpec(
-        functools.partial(seed.SteeringNet, shortcut='flatten'), (120, 160, 3), 'regression',
+        functools.partial(seed.SteeringNet, shortcut='flatten_dense'), (120, 160, 3), 'regression',
         'seed 000 method 2'),
     # ResNet v1 for CIFAR-10, depth 6n+2 (1512.03385 sec. 4.2): option A (zero-pad) shortcuts;
     # _b: option B (1x1 projection + BN); plain<depth>: no shortcuts (fig. 6, left).
@@ -71,9 +71,9 @@ MODELS: dict[str, ModelSpec] = {
     'resnet56': _cifar(resnet_cifar.ResNet56, '1512.03385 table 6'),
     'resnet110': _cifar(resnet_cifar.ResNet110, '1512.03385 table 6'),
     'resnet1202': _cifar(resnet_cifar.ResNet1202, '1512.03385 table 6'),
-    'resnet20_b': _cifar(_p(resnet_cifar.ResNet20, shortcut='B'), '1512.03385 sec. 3.3 option B'),
-    'resnet56_b': _cifar(_p(resnet_cifar.ResNet56, shortcut='B'), '1512.03385 sec. 3.3 option B'),
-    'resnet110_b': _cifar(_p(resnet_cifar.ResNet110, shortcut='B'), '1512.03385 sec. 3.3 option B'),
+    'resnet20_b': _cifar(_p(resnet_cifar.ResNet20, shortcut='projection'), '1512.03385 sec. 3.3 option B'),
+    'resnet56_b': _cifar(_p(resnet_cifar.ResNet56, shortcut='projection'), '1512.03385 sec. 3.3 option B'),
+    'resnet110_b': _cifar(_p(resnet_cifar.ResNet110, shortcut='projection'), '1512.03385 sec. 3.3 option B'),
     'plain20': _cifar(_p(resnet_cifar.ResNet20, shortcut='none'), '1512.03385 fig. 6 (plain)'),
     'plain32': _cifar(_p(resnet_cifar.ResNet32, shortcut='none'), '1512.03385 fig. 6 (plain)'),
     'plain44': _cifar(_p(resnet_cifar.ResNet44, shortcut='none'), '1512.03385 fig. 6 (plain)'),
@@ -83,10 +83,10 @@ MODELS: dict[str, ModelSpec] = {
     # highway merge / dense-additive (seed 002 In[7]) on the same bodies (resnet_cifar.py).
     'resnet8': _cifar(resnet_cifar.ResNet8, '1512.03385 sec. 4.2, n = 1'),
     'plain8': _cifar(_p(resnet_cifar.ResNet8, shortcut='none'), '1512.03385 fig. 6 (plain), n = 1'),
-    **{f'{kind}{depth}': _cifar(_p(net, shortcut=shortcut), source)
+    **{f'{kind}{depth}': _cifar(_p(net, merge=merge), source)
        for depth, net in ((8, resnet_cifar.ResNet8), (20, resnet_cifar.ResNet20),
                           (56, resnet_cifar.ResNet56), (110, resnet_cifar.ResNet110))
-       for kind, shortcut, source in (
+       for kind, merge, source in (
            ('highway_resnet', 'highway', 'study: ResNet-CIFAR, highway merges (1505.00387 eq. 3)'),
            ('dense_additive_resnet', 'dense_additive',
             'study: ResNet-CIFAR, the seed 002 In[7] summing stack'))},
