@@ -36,8 +36,7 @@ SHORTCUTS = ('identity', 'zero_pad', 'projection', 'avgpool_projection', 'pointw
              'flatten_dense', 'global_pool_dense', 'none')
 MERGES = ('add', 'concat', 'highway', 'dense_additive')
 NORMS = ('batch', 'layer', 'group', 'none')
-# The shortcuts that reshape with no parameters of their own (where the shape is kept, every
-# shortcut but 'none' is the identity).
+# The shortcuts with no parameters of their own.
 PARAMETER_FREE_SHORTCUTS = ('identity', 'zero_pad', 'none')
 
 
