@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 import functools
+import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -181,6 +183,86 @@ class GlobalPoolDenseShortcut(nn.Module):
   @nn.compact
   def __call__(self, x):
     return self.dense(self.features, name='dense')(jnp.mean(x, axis=tuple(range(1, x.ndim - 1))))
+
+
+class SubsampledPointwiseDense(nn.Module):
+  """``PointwiseDenseShortcut`` on every ``strides``-th position: seed 000 method 1 where the body
+  subsamples the map (the same function as a strided 1x1 conv with a bias, no norm)."""
+
+  features: int
+  strides: int = 1
+  dense: ModuleFactory = nn.Dense
+
+  @nn.compact
+  def __call__(self, x):  # [N, H, W, C] -> [N, H/s, W/s, features]
+    x = x[:, :: self.strides, :: self.strides, :]
+    return PointwiseDenseShortcut(self.features, dense=self.dense, name='pointwise')(x)
+
+
+def _strided_hw(x, strides: int) -> tuple[int, int]:
+  """The map size after a stride-``strides`` conv with 'SAME'-like padding: ``ceil(H / s)``."""
+  return -(-x.shape[1] // strides), -(-x.shape[2] // strides)
+
+
+class FlattenDenseToMap(nn.Module):
+  """``FlattenDenseShortcut`` to ``H' * W' * features`` units, reshaped to the body's map
+  ``[H', W', features]`` with ``H' = ceil(H / strides)``: seed 000 method 2 on a conv map."""
+
+  features: int
+  strides: int = 1
+  dense: ModuleFactory = nn.Dense
+
+  @nn.compact
+  def __call__(self, x):  # [N, H, W, C] -> [N, H', W', features]
+    shape = (*_strided_hw(x, self.strides), self.features)
+    y = FlattenDenseShortcut(shape[0] * shape[1] * shape[2], dense=self.dense, name='flatten')(x)
+    return y.reshape((x.shape[0], *shape))
+
+
+class GlobalPoolDenseToMap(nn.Module):
+  """``GlobalPoolDenseShortcut`` to ``features`` channels, broadcast over the body's map
+  ``[ceil(H / strides), ceil(W / strides)]``."""
+
+  features: int
+  strides: int = 1
+  dense: ModuleFactory = nn.Dense
+
+  @nn.compact
+  def __call__(self, x):  # [N, H, W, C] -> [N, H', W', features]
+    y = GlobalPoolDenseShortcut(self.features, dense=self.dense, name='pool')(x)  # [N, features]
+    shape = (x.shape[0], *_strided_hw(x, self.strides), self.features)
+    return jnp.broadcast_to(y[:, None, None, :], shape)
+
+
+# ----------------------------------------------------------------------------------------------
+# Norms beyond flax's own (``nn.BatchNorm``, ``nn.LayerNorm``).
+# ----------------------------------------------------------------------------------------------
+class Identity(nn.Module):
+  """``x`` unchanged, parameter-free: the ``'none'`` norm of ``resflax.parts`` (no path in the
+  parameter tree)."""
+
+  @nn.compact
+  def __call__(self, x):
+    return x
+
+
+class GroupNorm(nn.Module):
+  """``nn.GroupNorm`` with ``gcd(num_groups, C)`` groups (Wu & He 2018, arXiv:1803.08494; G = 32
+  there), so that narrow layers (16 channels, a growth rate of 12) work too.
+
+  Its ``scale`` and ``bias`` sit directly under the module's name, as ``nn.GroupNorm``'s would.
+  """
+
+  num_groups: int = 32
+  epsilon: float = 1e-5
+  dtype: Any = None
+
+  @nn.compact
+  def __call__(self, x):
+    norm = nn.GroupNorm(math.gcd(self.num_groups, x.shape[-1]), epsilon=self.epsilon,
+                        dtype=self.dtype)
+    nn.share_scope(self, norm)
+    return norm(x)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -165,3 +165,22 @@ def test_window_max_pool_equals_nn_max_pool(shape, window):
   loss = lambda f: lambda x: jnp.sum(jnp.sin(f(x)))  # no ties in random normals: same gradient
   np.testing.assert_array_equal(jax.grad(loss(lambda x: blocks.window_max_pool(x, window)))(x),
                                 jax.grad(loss(pool))(x))
+
+
+def test_group_norm_takes_the_gcd_of_its_groups_and_the_channels():
+  x = jax.random.normal(jax.random.key(3), (2, 4, 4, 12))
+  variables, y = _init_apply(blocks.GroupNorm(32), x)  # 32 groups do not divide 12: gcd 4
+  assert jax.tree.map(jnp.shape, variables['params']) == {'scale': (12,), 'bias': (12,)}
+  np.testing.assert_allclose(y, nn.GroupNorm(4, epsilon=1e-5).apply(variables, x), rtol=1e-6,
+                             atol=1e-6)
+
+
+@pytest.mark.parametrize('module, params', [
+    (blocks.SubsampledPointwiseDense(6, strides=2), 5 * 6 + 6),
+    (blocks.FlattenDenseToMap(6, strides=2), 7 * 9 * 5 * (4 * 5 * 6) + 4 * 5 * 6),
+    (blocks.GlobalPoolDenseToMap(6, strides=2), 5 * 6 + 6)])
+def test_shape_changing_dense_shortcuts_give_the_strided_map(module, params):
+  x = jax.random.normal(jax.random.key(4), (2, 7, 9, 5))
+  variables, y = _init_apply(module, x)
+  chex.assert_shape(y, (2, 4, 5, 6))  # ceil(7 / 2), ceil(9 / 2), as a stride-2 'SAME' conv
+  assert _num_params(variables) == params

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from resflax import cli, costs, lesion, models, report, sweep
+from resflax import blocks, cli, costs, lesion, models, report, sweep
 from resflax.errors import ConfigError
 from resflax.models import shortcut_study
 from resflax.train import state as state_lib
@@ -110,7 +110,7 @@ def test_pointwise_dense_shortcut_is_a_strided_1x1_conv():
   h = jnp.asarray(np.random.default_rng(1).random((4, 14, 14, 16)), jnp.float32)
   conv = jax.lax.conv_general_dilated(h, params['kernel'][None, None], (2, 2), 'VALID',
                                       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-  out = shortcut_study.SubsampledPointwiseDense(32, 2).apply(
+  out = blocks.SubsampledPointwiseDense(32, 2).apply(
       {'params': {'pointwise': {'dense': params}}}, h)
   assert out.shape == (4, 7, 7, 32)
   np.testing.assert_allclose(out, conv + params['bias'], rtol=1e-5, atol=1e-6)

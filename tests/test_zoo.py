@@ -189,7 +189,7 @@ TINY = {
     'resnet8_a_stochastic_depth': (
         functools.partial(resnet_cifar._ResNet8, survival_prob_last=0.5), 'stochastic_depth_cifar',
         None),
-    'resnet8_b': (functools.partial(resnet_cifar._ResNet8, shortcut='B'), 'resnet_cifar', None),
+    'resnet8_b': (functools.partial(resnet_cifar._ResNet8, shortcut='projection'), 'resnet_cifar', None),
     'plain8': (functools.partial(resnet_cifar._ResNet8, shortcut='none'), 'resnet_cifar', None),
     'preact_resnet11_b': (preact_resnet._PreActResNet11, 'preact_resnet_cifar', None),
     'densenet7_dropout': (functools.partial(densenet._DenseNet7_k4, dropout_rate=0.2),
@@ -273,7 +273,7 @@ class _SDStack(nn.Module):
 
 def test_linear_decay_matches_resnet110_with_stochastic_depth():
   model = models.build('resnet110_stochastic_depth', num_outputs=10)
-  survival = blocks.linear_decay_survival(sum(model.stage_sizes), model.survival_prob_last)
+  survival = blocks.linear_decay_survival(sum(model.stage_plan()[0]), model.survival_prob_last)
   assert len(survival) == 54 and survival[-1] == 0.5
   np.testing.assert_allclose(survival[0], 1 - 0.5 / 54)
   # Expected number of dropped blocks per pass: sum (1 - p_l) = 0.5 * (L + 1) / 2 = 13.75.

@@ -97,31 +97,34 @@ class SeedResCNN(nn.Module):
 
 
 class SteeringNet(nn.Module):
-  """Seed 000 method 1 (``'pointwise'``) and 2 (``'flatten'``). Input ``[N, 3, 120, 160]``."""
+  """Seed 000 method 1 (``'pointwise_dense'``) and 2 (``'flatten_dense'``), as in resflax.parts.
+
+  Input ``[N, 3, 120, 160]``.
+  """
 
   def __init__(self, shortcut: str, num_outputs: int = 1):
     super().__init__()
     self.shortcut_kind = shortcut
     self.conv1 = nn.Conv2d(3, 64, 6, stride=3)  # [N, 64, 39, 52], linear
     self.drop1 = nn.Dropout(0.2)
-    if shortcut == 'pointwise':
+    if shortcut == 'pointwise_dense':
       self.conv2 = nn.Conv2d(64, 64, 3, padding=1)
       self.branch_dense = nn.Conv2d(64, 64, 1)  # Dense(64) on the channel axis
       self.shortcut = nn.Conv2d(64, 64, 1)  # aux1 = Dense(64)(net)
       self.out = nn.Linear(39 * 52 * 64, num_outputs)
-    elif shortcut == 'flatten':
+    elif shortcut == 'flatten_dense':
       self.conv2 = nn.Conv2d(64, 128, 3, stride=2, padding=1)  # [N, 128, 20, 26], as Keras 'same'
       self.branch_dense = nn.Linear(20 * 26 * 128, 64)
       self.shortcut = nn.Linear(39 * 52 * 64, 64)  # aux1 = Dense(64)(Flatten()(net))
       self.out = nn.Linear(64, num_outputs)
     else:
-      raise ValueError(f"shortcut must be 'pointwise' or 'flatten', got {shortcut!r}")
+      raise ValueError(f"shortcut must be 'pointwise_dense' or 'flatten_dense', got {shortcut!r}")
     self.drop2 = nn.Dropout(0.2)
 
   def forward(self, x):
     x = self.drop1(self.conv1(x))
     branch = self.drop2(self.conv2(x))
-    if self.shortcut_kind == 'flatten':
+    if self.shortcut_kind == 'flatten_dense':
       branch, x = branch.flatten(1), x.flatten(1)
     x = self.branch_dense(branch) + self.shortcut(x)
     return self.out(x.flatten(1))
@@ -134,8 +137,8 @@ BUILDERS = {
     'cifar10_rescnn_shallow': lambda: SeedResCNN(3, 2, 'shallow'),
     'cifar10_rescnn_deep': lambda: SeedResCNN(3, 19, 'deep'),
     'mnist_densesum_mlp': lambda: ResidualMLP(784, dense_additive=True),
-    'steering_conv_shortcut': lambda: SteeringNet('pointwise'),
-    'steering_dense_shortcut': lambda: SteeringNet('flatten'),
+    'steering_conv_shortcut': lambda: SteeringNet('pointwise_dense'),
+    'steering_dense_shortcut': lambda: SteeringNet('flatten_dense'),
 }
 
 

@@ -78,15 +78,15 @@ MODELS: dict[str, ModelSpec] = {
     'mnist_densesum_mlp': preset(seed.ResidualMLP, (784,), 'classification', 'seed 002 In[7]',
                                  dense_additive=True),
     'steering_conv_shortcut': preset(seed.SteeringNet, (120, 160, 3), 'regression',
-                                     'seed 000 method 1', shortcut='pointwise'),
+                                     'seed 000 method 1', shortcut='pointwise_dense'),
     'steering_dense_shortcut': preset(seed.SteeringNet, (120, 160, 3), 'regression',
-                                      'seed 000 method 2', shortcut='flatten'),
+                                      'seed 000 method 2', shortcut='flatten_dense'),
     # ResNet v1 for CIFAR-10, depth 6n+2 (1512.03385 sec. 4.2): option A (zero-pad) shortcuts;
     # _b: option B (1x1 projection + BN); plain<depth>: no shortcuts (fig. 6, left).
-    **{f'resnet{d}': _cifar(resnet_cifar.ResNetCIFAR, '1512.03385 table 6', depth=d, shortcut='A')
+    **{f'resnet{d}': _cifar(resnet_cifar.ResNetCIFAR, '1512.03385 table 6', depth=d, shortcut='zero_pad')
        for d in (20, 32, 44, 56, 110, 1202)},
     **{f'resnet{d}_b': _cifar(resnet_cifar.ResNetCIFAR, '1512.03385 sec. 3.3 option B', depth=d,
-                              shortcut='B') for d in (20, 56, 110)},
+                              shortcut='projection') for d in (20, 56, 110)},
     **{f'plain{d}': _cifar(resnet_cifar.ResNetCIFAR, '1512.03385 fig. 6 (plain)', depth=d,
                            shortcut='none') for d in (8, 20, 32, 44, 56)},
     'plain110': _cifar(resnet_cifar.ResNetCIFAR, 'plain ResNet-110 (no figure)', depth=110,
@@ -94,8 +94,8 @@ MODELS: dict[str, ModelSpec] = {
     # The degradation study's depth ladder, 8 = 6*1+2 layers up: plain / residual (option A) /
     # highway merge / dense-additive (seed 002 In[7]) on the same bodies (resnet_cifar.py).
     'resnet8': _cifar(resnet_cifar.ResNetCIFAR, '1512.03385 sec. 4.2, n = 1', depth=8,
-                      shortcut='A'),
-    **{f'{kind}{d}': _cifar(resnet_cifar.ResNetCIFAR, source, depth=d, shortcut='A', merge=merge)
+                      shortcut='zero_pad'),
+    **{f'{kind}{d}': _cifar(resnet_cifar.ResNetCIFAR, source, depth=d, shortcut='zero_pad', merge=merge)
        for d in (8, 20, 56, 110)
        for kind, merge, source in (
            ('highway_resnet', 'highway', 'study: ResNet-CIFAR, highway merges (1505.00387 eq. 3)'),
@@ -103,27 +103,32 @@ MODELS: dict[str, ModelSpec] = {
             'study: ResNet-CIFAR, the seed 002 In[7] summing stack'))},
     # Stochastic depth (1603.09382): survival decays linearly to p_L = 0.5; rng 'stochastic_depth'.
     'resnet110_stochastic_depth': _cifar(resnet_cifar.ResNetCIFAR, '1603.09382 table 1', depth=110,
-                                         shortcut='A', survival_prob_last=0.5),
+                                         shortcut='zero_pad', survival_prob_last=0.5),
     'resnet20_stochastic_depth': _cifar(resnet_cifar.ResNetCIFAR,
                                         '1603.09382 on ResNet-20 (quick default)', depth=20,
-                                        shortcut='A', survival_prob_last=0.5),
+                                        shortcut='zero_pad', survival_prob_last=0.5),
     # Pre-activation ResNet (1603.05027): basic units (110) and bottleneck units (164, 1001).
-    'preact_resnet20': _cifar(preact_resnet.PreActResNet20,
-                              '1603.05027 units on ResNet-20 (quick default)'),
-    'preact_resnet110': _cifar(preact_resnet.PreActResNet110, '1603.05027 tables 2-3'),
-    'preact_resnet164': _cifar(preact_resnet.PreActResNet164, '1603.05027 tables 3-4'),
-    'preact_resnet1001': _cifar(preact_resnet.PreActResNet1001, '1603.05027 tables 3-4'),
+    'preact_resnet20': _cifar(preact_resnet.PreActResNet,
+                              '1603.05027 units on ResNet-20 (quick default)', depth=20),
+    'preact_resnet110': _cifar(preact_resnet.PreActResNet, '1603.05027 tables 2-3', depth=110),
+    # Bottleneck units: the family's bottleneck partial, sized by depth (9n+2).
+    'preact_resnet164': _cifar(preact_resnet.PreActResNet164, '1603.05027 tables 3-4', depth=164),
+    'preact_resnet1001': _cifar(preact_resnet.PreActResNet164, '1603.05027 tables 3-4',
+                                depth=1001),
     # ResNeXt-29 (1611.05431 sec. 5.3), grouped 3x3 convolutions.
-    'resnext29_8x64d': _cifar(resnext.ResNeXt29_8x64d, '1611.05431 table 7'),
-    'resnext29_16x64d': _cifar(resnext.ResNeXt29_16x64d, '1611.05431 table 7'),
-    'resnext29_2x8d': _cifar(resnext.ResNeXt29_2x8d, '1611.05431 blocks, small (quick default)'),
+    'resnext29_8x64d': _cifar(resnext.ResNeXt, '1611.05431 table 7', depth=29, cardinality=8,
+                              base_width=64),
+    'resnext29_16x64d': _cifar(resnext.ResNeXt, '1611.05431 table 7', depth=29, cardinality=16,
+                               base_width=64),
+    'resnext29_2x8d': _cifar(resnext.ResNeXt29_2x8d, '1611.05431 blocks, small (quick default)',
+                             depth=29, cardinality=2, base_width=8),
     # DenseNet and DenseNet-BC (1608.06993 table 2).
-    'densenet40_k12': _cifar(densenet.DenseNet40_k12, '1608.06993 table 2'),
-    'densenet_bc100_k12': _cifar(densenet.DenseNetBC100_k12, '1608.06993 table 2'),
-    'densenet_bc250_k24': _cifar(densenet.DenseNetBC250_k24, '1608.06993 table 2'),
-    'densenet_bc190_k40': _cifar(densenet.DenseNetBC190_k40, '1608.06993 table 2'),
-    'densenet_bc22_k12': _cifar(densenet.DenseNetBC22_k12,
-                                '1608.06993 DenseNet-BC, small (quick default)'),
+    'densenet40_k12': _cifar(densenet.DenseNet, '1608.06993 table 2', depth=40, growth_rate=12),
+    **{f'densenet_bc{d}_k{k}': _cifar(densenet.DenseNet, source, depth=d, growth_rate=k,
+                                      bottleneck=True, compression=0.5)
+       for d, k, source in ((100, 12, '1608.06993 table 2'), (250, 24, '1608.06993 table 2'),
+                            (190, 40, '1608.06993 table 2'),
+                            (22, 12, '1608.06993 DenseNet-BC, small (quick default)'))},
     # Convolutional highway networks (1507.06228 table 2; layer lists reconstructed: highway.py).
     'highway_cifar19': _cifar(highway.HighwayCIFAR19, '1507.06228 table 2 (19 layers)'),
     'highway_cifar32': _cifar(highway.HighwayCIFAR32, '1507.06228 table 2 (32 layers)'),

@@ -27,31 +27,61 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from resflax import blocks
+from resflax import blocks, parts
+from resflax.errors import ConfigError
+from resflax.models.resnet_cifar import stages_from_depth
 
 
 class DenseNet(nn.Module):
-  """DenseNet(-BC) for CIFAR (1608.06993 sec. 3, "Implementation Details"; table 2)."""
+  """DenseNet(-BC) for CIFAR (1608.06993 sec. 3, "Implementation Details"; table 2).
 
-  stage_sizes: Sequence[int]  # dense layers per block: (L-4)/3, or (L-4)/6 with bottlenecks
+  Size: ``depth`` L (N = (L-4)/3 layers per dense block, (L-4)/6 with ``bottleneck``) or
+  ``stage_sizes``, and ``growth_rate`` k. Parts (``resflax.parts``): a dense layer is
+  ``merge(body(x), shortcut(x))`` with the ``identity`` shortcut and the ``concat`` merge (the only
+  ones that keep DenseNet a DenseNet; a merge factory is taken too); ``norm``, ``act``.
+  """
+
+  depth: int | None = None  # L; None: from stage_sizes
+  stage_sizes: Sequence[int] | None = None  # dense layers per block: (L-4)/3, or (L-4)/6 (B)
   growth_rate: int = 12  # k
   bottleneck: bool = False  # B: a 1x1 conv to 4k before each 3x3
   compression: float = 1.0  # C: theta, a transition keeps floor(theta * m) channels
   stem_features: int | None = None  # None: 16, or 2k with bottleneck and compression (BC)
   block_cls: blocks.ModuleFactory = blocks.DenseNetLayerBody
+  shortcut: parts.Part = 'identity'
+  merge: parts.Part = 'concat'
+  norm: parts.Part = 'batch'
+  act: parts.Part = 'relu'
   dropout_rate: float = 0.0
   num_outputs: int = 10
   axis_name: str | None = None
   dtype: Any = jnp.float32  # computation dtype (bfloat16: mixed precision); params stay float32
 
+  def stage_plan(self) -> tuple[int, ...]:
+    """Dense layers per block, from ``depth`` or given directly."""
+    if (self.depth is None) == (self.stage_sizes is None):
+      raise ConfigError('DenseNet takes depth (3n+4, 6n+4 with bottleneck; e.g. 40, 100) or '
+                        f'stage_sizes, exactly one of them: got depth={self.depth!r}, '
+                        f'stage_sizes={self.stage_sizes!r}')
+    if self.stage_sizes is not None:
+      return tuple(self.stage_sizes)
+    return stages_from_depth(self.depth, 2 if self.bottleneck else 1, 4, 'DenseNet')
+
   @nn.compact
   def __call__(self, x, train: bool = False):  # x: [N, H, W, C]
-    norm = functools.partial(blocks.torch_batch_norm, use_running_average=not train,
-                             axis_name=self.axis_name, dtype=self.dtype)
+    where = 'DenseNet'
+    stage_sizes = self.stage_plan()
+    if callable(self.shortcut):
+      raise ConfigError('DenseNet takes no shortcut factory: a dense layer concatenates its input '
+                        "itself: use shortcut='identity'")
+    shortcut = parts.shortcut(self.shortcut, 1, 1, allowed=('identity',), where=where)
+    merge = parts.merge(self.merge, allowed=('concat',), where=where)
+    norm = parts.norm(self.norm, train=train, axis_name=self.axis_name, dtype=self.dtype,
+                      where=where)
     dropout = (functools.partial(blocks.Dropout, self.dropout_rate, deterministic=not train,
                                  axis_name=self.axis_name) if self.dropout_rate else None)
     conv = functools.partial(blocks.he_conv, dtype=self.dtype)
-    act, k = nn.relu, self.growth_rate
+    act, k = parts.activation(self.act, where=where), self.growth_rate
     stem = self.stem_features or (2 * k if self.bottleneck and self.compression < 1 else 16)
     x = conv(stem, (3, 3), padding=1, name='stem_conv')(x)  # [N, H, W, stem]
     self.sow('intermediates', 'block1_output', x)
@@ -59,11 +89,11 @@ class DenseNet(nn.Module):
                              bottleneck_features=4 * k if self.bottleneck else None,
                              conv=conv, norm=norm, act=act, dropout=dropout)
     first = 2
-    for stage, n in enumerate(self.stage_sizes):
-      x = blocks.ResidualStack([body] * n, merge=blocks.ConcatMerge, first_index=first,
+    for stage, n in enumerate(stage_sizes):
+      x = blocks.ResidualStack([body] * n, shortcut=shortcut, merge=merge, first_index=first,
                                name=f'dense{stage + 1}')(x)  # [N, H, W, m + n k]
       first += n
-      if stage < len(self.stage_sizes) - 1:
+      if stage < len(stage_sizes) - 1:
         features = math.floor(self.compression * x.shape[-1])
         x = blocks.DenseNetTransition(features, conv=conv, norm=norm, act=act, dropout=dropout,
                                       name=f'transition{stage + 1}')(x)  # [N, H/2, W/2, features]
@@ -75,13 +105,13 @@ class DenseNet(nn.Module):
     return jnp.asarray(x, jnp.float32)  # the loss is computed in float32
 
 
-DenseNet40_k12 = functools.partial(DenseNet, stage_sizes=(12, 12, 12), growth_rate=12)
+DenseNet40_k12 = functools.partial(DenseNet, depth=40, growth_rate=12)
 _bc = dict(bottleneck=True, compression=0.5)
-DenseNetBC100_k12 = functools.partial(DenseNet, stage_sizes=(16,) * 3, growth_rate=12, **_bc)
-DenseNetBC250_k24 = functools.partial(DenseNet, stage_sizes=(41,) * 3, growth_rate=24, **_bc)
-DenseNetBC190_k40 = functools.partial(DenseNet, stage_sizes=(31,) * 3, growth_rate=40, **_bc)
+DenseNetBC100_k12 = functools.partial(DenseNet, depth=100, growth_rate=12, **_bc)
+DenseNetBC250_k24 = functools.partial(DenseNet, depth=250, growth_rate=24, **_bc)
+DenseNetBC190_k40 = functools.partial(DenseNet, depth=190, growth_rate=40, **_bc)
 # Not in the paper: a DenseNet-BC small enough for a quick run (the config's default).
-DenseNetBC22_k12 = functools.partial(DenseNet, stage_sizes=(3,) * 3, growth_rate=12, **_bc)
+DenseNetBC22_k12 = functools.partial(DenseNet, depth=22, growth_rate=12, **_bc)
 
 # Used for testing only (the BC path is compiled by the config smoke test on DenseNetBC22_k12).
-_DenseNet7_k4 = functools.partial(DenseNet, stage_sizes=(1, 1, 1), growth_rate=4)
+_DenseNet7_k4 = functools.partial(DenseNet, depth=7, growth_rate=4)

@@ -32,45 +32,66 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from resflax import blocks
+from resflax import blocks, parts
 
 
 class HighwayCIFAR(nn.Module):
-  """Convolutional highway net for CIFAR-10 (1507.06228 sec. 4.1, table 2)."""
+  """Convolutional highway net for CIFAR-10 (1507.06228 sec. 4.1, table 2).
+
+  Parts (``resflax.parts``): ``merge`` ``highway`` (the papers') or ``add`` (the same net with
+  residual layers); ``shortcut`` ``identity`` (every shortcut but ``none`` is the identity here: a
+  highway layer keeps the shape) or ``none`` (the plain net: each layer is ``H(x)`` alone);
+  ``norm`` (``none``, the papers', or e.g. ``batch`` after every conv); ``act``.
+  """
 
   stage_sizes: Sequence[int]  # highway layers per stage
   stage_features: Sequence[int]
   block_cls: blocks.ModuleFactory = blocks.ConvAct  # H
   head_features: int = 100  # the 1x1 conv before pooling
   gate_bias: float = -2.0  # b_T at init
+  shortcut: parts.Part = 'identity'
+  merge: parts.Part = 'highway'  # 'highway' | 'add'
+  norm: parts.Part = 'none'
+  act: parts.Part = 'relu'
   dropout_rate: float = 0.0
   num_outputs: int = 10
-  axis_name: str | None = None  # no BatchNorm here; kept for a uniform model interface
+  axis_name: str | None = None  # BatchNorm's cross-device axis (no BatchNorm by default)
   dtype: Any = jnp.float32  # computation dtype (bfloat16: mixed precision); params stay float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):  # x: [N, H, W, C]
+    where = 'HighwayCIFAR'
     dropout = functools.partial(blocks.Dropout, self.dropout_rate, deterministic=not train,
                                 axis_name=self.axis_name)
     # No BatchNorm, so the kernels must keep the forward signal: He-normal over the fan-in
     # (1502.01852), not the fan-out init of the BN nets (10x smaller logits at init here).
     conv = functools.partial(nn.Conv, kernel_init=nn.initializers.he_normal(), dtype=self.dtype)
+    norm = parts.norm(self.norm, train=train, axis_name=self.axis_name, dtype=self.dtype,
+                      optional=True, where=where)  # None: convs with a bias
+    act = parts.activation(self.act, where=where)
     gate = functools.partial(conv, kernel_size=(3, 3), padding=1)
-    merge = functools.partial(blocks.HighwayMerge, gate=gate, gate_bias=self.gate_bias)
+    merge = parts.merge(self.merge, gate=gate, gate_bias=self.gate_bias,
+                        allowed=('highway', 'add'), where=where)
+    layer = functools.partial(blocks.ConvAct, conv=conv, norm=norm, act=act)
     i = 1
     for stage, (n, features) in enumerate(zip(self.stage_sizes, self.stage_features)):
       if stage > 0:
         x = nn.max_pool(x, (2, 2), strides=(2, 2))  # [N, H/2, W/2, C]
         x = dropout()(x)
-      x = blocks.ConvAct(features, conv=conv, name=f'block{i}')(x)  # plain: sets the width
+      x = layer(features, name=f'block{i}')(x)  # plain: sets the width
       self.sow('intermediates', f'block{i}_output', x)
       i += 1
       for _ in range(n):
-        body = functools.partial(self.block_cls, features, conv=conv)
-        x = blocks.ResidualBlock(body, merge=merge, name=f'block{i}')(x)
+        body = functools.partial(self.block_cls, features, conv=conv, norm=norm, act=act)
+        shortcut = parts.shortcut(self.shortcut, features, features, conv=conv, norm=norm,
+                                  where=where)
+        if shortcut is None:
+          x = body(name=f'block{i}')(x)
+        else:
+          x = blocks.ResidualBlock(body, shortcut, merge, name=f'block{i}')(x)
         self.sow('intermediates', f'block{i}_output', x)
         i += 1
-    x = blocks.ConvAct(self.head_features, (1, 1), conv=conv, name='head')(x)
+    x = layer(self.head_features, (1, 1), name='head')(x)
     x = jnp.mean(x, axis=(1, 2))  # global average pooling
     self.sow('intermediates', 'pre_logits', x)
     x = dropout()(x)

@@ -4,7 +4,8 @@ ResNeXt-29 (C x d): a 3x3 conv with 64 filters -> BN -> ReLU, three stages of 3 
 with outputs 256, 512, 1024 and grouped 3x3 convolutions of width C*d, 2C*d, 4C*d (C groups;
 stride 2 at the start of stages 2 and 3), global average pooling, a Dense classifier. Blocks are
 ``relu(body(x) + shortcut(x))`` with a 1x1 projection + BN shortcut where the shape changes, as in
-the authors' code (facebookresearch/ResNeXt, models/resnext.lua, shortcutType 'B').
+the authors' code (facebookresearch/ResNeXt, models/resnext.lua, shortcutType 'B';
+``shortcut='projection'`` here).
 
 Size-agnostic (global average pooling). Intermediates: ``block1_output`` (the stem),
 ``block{i}_output`` per block, ``pre_logits``.
@@ -19,44 +20,74 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from resflax import blocks
-from resflax.models.resnet_cifar import shortcut_for, with_stochastic_depth
+from resflax import blocks, parts
+from resflax.errors import ConfigError
+from resflax.models.resnet_cifar import stages_from_depth, with_stochastic_depth
 
 
 class ResNeXt(nn.Module):
-  """ResNeXt for CIFAR (1611.05431 sec. 5.3): C groups of width ``base_width * 2**stage``."""
+  """ResNeXt for CIFAR (1611.05431 sec. 5.3): C groups of width ``base_width * 2**stage``.
 
-  stage_sizes: Sequence[int] = (3, 3, 3)
+  Size: ``depth`` (9n+2 with n bottleneck blocks per stage; 29: n = 3) or ``stage_sizes``,
+  ``cardinality`` C and ``base_width`` d (the bottleneck width of the first stage). Parts
+  (``resflax.parts``): ``shortcut`` where the shape changes (``projection`` as the authors'),
+  ``merge`` (``add`` or ``highway``), ``norm``, ``act``.
+  """
+
+  depth: int | None = None  # 9n + 2; None: 29, or from stage_sizes
+  stage_sizes: Sequence[int] | None = None
   block_cls: blocks.ModuleFactory = blocks.BottleneckBody
   cardinality: int = 8  # C
   base_width: int = 64  # d of the first stage
   stage_features: Sequence[int] = (256, 512, 1024)  # block outputs per stage
   stem_features: int = 64
+  shortcut: parts.Part = 'projection'
+  merge: parts.Part = 'add'  # 'add' | 'highway'
+  norm: parts.Part = 'batch'
+  act: parts.Part = 'relu'
   survival_prob_last: float = 1.0  # p_L of stochastic depth (1603.09382); 1.0: off
   num_outputs: int = 10
   axis_name: str | None = None
   dtype: Any = jnp.float32  # computation dtype (bfloat16: mixed precision); params stay float32
 
+  def stage_plan(self) -> tuple[int, ...]:
+    """Blocks per stage, from ``depth`` (29 when neither is given) or given directly."""
+    if self.depth is not None and self.stage_sizes is not None:
+      raise ConfigError('ResNeXt takes depth (9n+2, e.g. 29) or stage_sizes, not both')
+    if self.stage_sizes is not None:
+      return tuple(self.stage_sizes)
+    return stages_from_depth(29 if self.depth is None else self.depth, 3, 2, 'ResNeXt')
+
   @nn.compact
   def __call__(self, x, train: bool = False):  # x: [N, H, W, C]
-    norm = functools.partial(blocks.torch_batch_norm, use_running_average=not train,
-                             axis_name=self.axis_name, dtype=self.dtype)
-    conv, act = functools.partial(blocks.he_conv, dtype=self.dtype), nn.relu
+    where = 'ResNeXt'
+    stage_sizes = self.stage_plan()
+    norm = parts.norm(self.norm, train=train, axis_name=self.axis_name, dtype=self.dtype,
+                      where=where)
+    conv = functools.partial(blocks.he_conv, dtype=self.dtype)
+    dense = functools.partial(nn.Dense, dtype=self.dtype)
+    act = parts.activation(self.act, where=where)
+    merge = parts.merge(self.merge, gate=dense, allowed=('add', 'highway'), where=where)
     x = conv(self.stem_features, (3, 3), padding=1, name='stem_conv')(x)
     x = act(norm(name='stem_norm')(x))  # [N, H, W, 64]
     self.sow('intermediates', 'block1_output', x)
-    survival = blocks.linear_decay_survival(sum(self.stage_sizes), self.survival_prob_last)
+    survival = blocks.linear_decay_survival(sum(stage_sizes), self.survival_prob_last)
     i = 0
-    for stage, (n, features) in enumerate(zip(self.stage_sizes, self.stage_features)):
+    for stage, (n, features) in enumerate(zip(stage_sizes, self.stage_features)):
       width = self.cardinality * self.base_width * 2**stage  # C * d: 512, 1024, 2048 for 8x64d
       for b in range(n):
         strides = 2 if stage > 0 and b == 0 else 1
         body = functools.partial(self.block_cls, features, width, strides=strides,
                                  groups=self.cardinality, conv=conv, norm=norm, act=act)
-        body = with_stochastic_depth(body, survival[i], train, self.axis_name)
-        shortcut = shortcut_for('B', x.shape[-1], features, strides, conv, norm)
-        x = act(blocks.ResidualBlock(body, shortcut, name=f'block{i + 2}')(x))
-        self.sow('intermediates', f'block{i + 2}_output', x)
+        shortcut = parts.shortcut(self.shortcut, x.shape[-1], features, strides, conv=conv,
+                                  norm=norm, dense=dense, where=where)
+        name = f'block{i + 2}'
+        if shortcut is None:
+          x = act(body(name=name)(x))
+        else:
+          body = with_stochastic_depth(body, survival[i], train, self.axis_name)
+          x = act(blocks.ResidualBlock(body, shortcut, merge, name=name)(x))
+        self.sow('intermediates', f'{name}_output', x)
         i += 1
     x = jnp.mean(x, axis=(1, 2))  # global average pooling: [N, 1024]
     self.sow('intermediates', 'pre_logits', x)
@@ -64,8 +95,8 @@ class ResNeXt(nn.Module):
     return jnp.asarray(x, jnp.float32)  # the loss is computed in float32
 
 
-ResNeXt29_8x64d = functools.partial(ResNeXt, cardinality=8, base_width=64)
-ResNeXt29_16x64d = functools.partial(ResNeXt, cardinality=16, base_width=64)
+ResNeXt29_8x64d = functools.partial(ResNeXt, depth=29, cardinality=8, base_width=64)
+ResNeXt29_16x64d = functools.partial(ResNeXt, depth=29, cardinality=16, base_width=64)
 # A ResNeXt-29 small enough for a quick run and for tests (not in the paper): the config's default.
-ResNeXt29_2x8d = functools.partial(ResNeXt, cardinality=2, base_width=8,
+ResNeXt29_2x8d = functools.partial(ResNeXt, depth=29, cardinality=2, base_width=8,
                                    stage_features=(64, 128, 256), stem_features=16)

@@ -19,7 +19,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from resflax import blocks
+from resflax import blocks, parts
 
 
 def _train_mode_layers(train: bool, axis_name: str | None, dtype: Any):
@@ -110,7 +110,7 @@ class SeedResCNN(nn.Module):
 
 
 class SteeringBranch(nn.Module):
-  """The residual branch of seed 000: Conv(3x3, same) -> Dropout .2 -> [Flatten] -> Dense64."""
+  """The residual branch of seed 000: Conv(3x3, same) -> [norm] -> Dropout .2 -> [Flatten] -> Dense64."""
 
   conv_features: int
   strides: int
@@ -119,52 +119,74 @@ class SteeringBranch(nn.Module):
   dropout: blocks.ModuleFactory = nn.Dropout
   conv: blocks.ModuleFactory = blocks.keras_conv
   dense: blocks.ModuleFactory = blocks.keras_dense
+  norm: blocks.ModuleFactory | None = None  # none in seed 000
 
   @nn.compact
   def __call__(self, x):
     x = self.conv(self.conv_features, (3, 3), strides=(self.strides, self.strides),
                   padding='SAME', name='conv2')(x)
+    if self.norm is not None:
+      x = self.norm(name='norm2')(x)
     x = self.dropout(0.2)(x)
     if self.flatten:
       x = x.reshape(x.shape[0], -1)
     return self.dense(self.features, name='dense')(x)
 
 
+# The shortcuts whose output is a vector: with them the branch flattens (seed 000 method 2).
+_VECTOR_SHORTCUTS = ('flatten_dense', 'global_pool_dense')
+
+
 class SteeringNet(nn.Module):
   """Seed 000: a 120x160x3 camera frame -> one steering angle, with a residual shortcut.
 
-  conv1 = Conv64 6x6 stride 3 valid (linear, as in Keras 1) -> Dropout .2 -> residual block whose
-  branch is ``SteeringBranch`` and whose shortcut is
-  - ``'pointwise'`` (method 1): ``PointwiseDenseShortcut(64)`` on the 39x52x64 map; the branch keeps
-    the shape (Conv64 3x3 stride 1, Dense64 per position); the sum is flattened before Dense(1);
-  - ``'flatten'`` (method 2): ``FlattenDenseShortcut(64)``; the branch is Conv128 3x3 stride 2,
-    Flatten, Dense64.
+  conv1 = Conv64 6x6 stride 3 valid (linear, as in Keras 1) -> Dropout .2 -> residual block
+  ``merge(branch(x), shortcut(x))`` (``SteeringBranch``), with ``shortcut`` (``resflax.parts``):
+  - ``'pointwise_dense'`` (method 1): ``PointwiseDenseShortcut(64)`` on the 39x52x64 map; the
+    branch keeps the shape (Conv64 3x3 stride 1, Dense64 per position); the sum is flattened before
+    Dense(1). Every shortcut but the vector ones below takes this branch, applied even though the
+    shape is kept (``identity``, ``zero_pad``: the identity; ``projection``: a 1x1 conv; ``none``:
+    the branch alone; a factory);
+  - ``'flatten_dense'`` (method 2): ``FlattenDenseShortcut(64)``; the branch is Conv128 3x3
+    stride 2, Flatten, Dense64; ``'global_pool_dense'`` takes this branch too.
+  ``merge``: ``add`` (the seed's), ``concat`` or ``highway``. ``norm``: ``none`` (the seed's), or
+  e.g. ``batch`` (Keras' BatchNormalization) after conv1 and the branch's conv.
   """
 
-  shortcut: str = 'pointwise'  # 'pointwise' | 'flatten'
+  shortcut: parts.Part = 'pointwise_dense'
+  merge: parts.Part = 'add'  # 'add' | 'concat' | 'highway'
+  norm: parts.Part = 'none'
   num_outputs: int = 1
-  axis_name: str | None = None  # no BatchNorm here; kept for a uniform model interface
+  axis_name: str | None = None  # BatchNorm's cross-device axis (no BatchNorm by default)
   dtype: Any = jnp.float32  # computation dtype (bfloat16: mixed precision); params stay float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):  # x: [N, 120, 160, 3]
+    where = 'SteeringNet'
     _, dropout = _train_mode_layers(train, self.axis_name, self.dtype)
+    norm = parts.norm(self.norm, train=train, axis_name=self.axis_name, dtype=self.dtype,
+                      batch=blocks.keras_batch_norm, optional=True, where=where)
     conv = functools.partial(blocks.keras_conv, dtype=self.dtype)
     dense = functools.partial(blocks.keras_dense, dtype=self.dtype)
+    merge = parts.merge(self.merge, gate=dense, allowed=('add', 'concat', 'highway'), where=where)
     x = conv(64, (6, 6), strides=(3, 3), padding='VALID', name='conv1')(x)
+    if norm is not None:
+      x = norm(name='norm1')(x)
     x = dropout(0.2)(x)  # [N, 39, 52, 64]
     self.sow('intermediates', 'block1_output', x)
-    if self.shortcut == 'pointwise':
-      branch = functools.partial(SteeringBranch, 64, 1, flatten=False, dropout=dropout,
-                                 conv=conv, dense=dense)
-      shortcut = functools.partial(blocks.PointwiseDenseShortcut, 64, dense=dense)
-    elif self.shortcut == 'flatten':
+    to_vector = self.shortcut in _VECTOR_SHORTCUTS
+    if to_vector:  # method 2: [N, 39, 52, 64] -> [N, 20, 26, 128] -> [N, 64]
       branch = functools.partial(SteeringBranch, 128, 2, flatten=True, dropout=dropout,
-                                 conv=conv, dense=dense)
-      shortcut = functools.partial(blocks.FlattenDenseShortcut, 64, dense=dense)
+                                 conv=conv, dense=dense, norm=norm)
+    else:  # method 1: [N, 39, 52, 64] -> [N, 39, 52, 64]
+      branch = functools.partial(SteeringBranch, 64, 1, flatten=False, dropout=dropout,
+                                 conv=conv, dense=dense, norm=norm)
+    shortcut = parts.shortcut(self.shortcut, 64, 64, conv=conv, norm=norm, dense=dense,
+                              to_vector=to_vector, always=True, where=where)
+    if shortcut is None:
+      x = branch(name='block2')(x)
     else:
-      raise ValueError(f"SteeringNet shortcut must be 'pointwise' or 'flatten', got {self.shortcut!r}")
-    x = blocks.ResidualBlock(branch, shortcut, name='block2')(x)
+      x = blocks.ResidualBlock(branch, shortcut, merge, name='block2')(x)
     self.sow('intermediates', 'block2_output', x)
     x = x.reshape(x.shape[0], -1)
     x = dense(self.num_outputs, name='angle_out')(x)

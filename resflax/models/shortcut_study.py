@@ -9,7 +9,8 @@ but that shortcut fixed, so that a comparison measures the shortcut alone:
   -> block 64, stride 2 (*) -> block 64 (identity) -> head
 
 with ResNet v1 basic bodies (``blocks.ConvNormActConvNorm``, ReLU after the merge, 1512.03385) and
-``(*)`` the blocks whose output shape differs from their input's, where the shortcut under study is:
+``(*)`` the blocks whose output shape differs from their input's, where the shortcut under study is
+(the names of ``resflax.parts``, which builds them):
 
 - ``none``: no shortcut in any block (the plain net, for reference);
 - ``identity``: identity shortcuts where the shape is kept, none across the shape changes;
@@ -35,70 +36,22 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from resflax import blocks
+from resflax import blocks, parts
 
-SHORTCUTS = ('none', 'identity', 'zero_pad', 'projection', 'avgpool_projection', 'pointwise_dense',
-             'flatten_dense', 'global_pool_dense')
-
-
-class SubsampledPointwiseDense(nn.Module):
-  """``PointwiseDenseShortcut`` on every ``strides``-th position: seed 000 method 1 where the branch
-  halves the map."""
-
-  features: int
-  strides: int = 1
-  dense: blocks.ModuleFactory = nn.Dense
-
-  @nn.compact
-  def __call__(self, x):  # [N, H, W, C] -> [N, H/s, W/s, features]
-    x = x[:, :: self.strides, :: self.strides, :]
-    return blocks.PointwiseDenseShortcut(self.features, dense=self.dense, name='pointwise')(x)
-
-
-class FlattenDenseToMap(nn.Module):
-  """``FlattenDenseShortcut`` to ``prod(shape)`` units, reshaped to the map ``shape`` [H', W', C']."""
-
-  shape: tuple[int, int, int]
-  dense: blocks.ModuleFactory = nn.Dense
-
-  @nn.compact
-  def __call__(self, x):  # [N, H, W, C] -> [N, *shape]
-    y = blocks.FlattenDenseShortcut(self.shape[0] * self.shape[1] * self.shape[2],
-                                    dense=self.dense, name='flatten')(x)
-    return y.reshape((x.shape[0], *self.shape))
-
-
-class GlobalPoolDenseToMap(nn.Module):
-  """``GlobalPoolDenseShortcut`` to ``shape[-1]`` channels, broadcast over the map ``shape``."""
-
-  shape: tuple[int, int, int]
-  dense: blocks.ModuleFactory = nn.Dense
-
-  @nn.compact
-  def __call__(self, x):  # [N, H, W, C] -> [N, *shape]
-    y = blocks.GlobalPoolDenseShortcut(self.shape[-1], dense=self.dense, name='pool')(x)  # [N, C']
-    return jnp.broadcast_to(y[:, None, None, :], (x.shape[0], *self.shape))
-
-
-def shape_changing_shortcut(kind: str, features: int, out_hw: tuple[int, int], conv, norm,
-                            dense=nn.Dense):
-  """The factory of the shortcut ``kind`` for a stride-2 block to ``[*out_hw, features]``."""
-  out_shape = (*out_hw, features)
-  return {
-      'zero_pad': functools.partial(blocks.ZeroPadShortcut, features, 2),
-      'projection': functools.partial(blocks.ProjectionShortcut, features, 2, conv=conv, norm=norm),
-      'avgpool_projection': functools.partial(blocks.AvgPoolProjectionShortcut, features, 2,
-                                              conv=conv, norm=norm),
-      'pointwise_dense': functools.partial(SubsampledPointwiseDense, features, 2, dense=dense),
-      'flatten_dense': functools.partial(FlattenDenseToMap, out_shape, dense=dense),
-      'global_pool_dense': functools.partial(GlobalPoolDenseToMap, out_shape, dense=dense),
-  }[kind]
+# The study's order (the plain reference first); the names are resflax.parts.SHORTCUTS.
+SHORTCUTS = ('none',) + tuple(kind for kind in parts.SHORTCUTS if kind != 'none')
 
 
 class ShortcutStudyNet(nn.Module):
-  """The shortcut study's net (module docstring); ``shortcut`` one of ``SHORTCUTS``."""
+  """The shortcut study's net (module docstring); ``shortcut`` one of ``SHORTCUTS`` (or a factory).
 
-  shortcut: str = 'projection'
+  Also ``merge`` (``add`` or ``highway``), ``norm`` and ``act`` from ``resflax.parts``.
+  """
+
+  shortcut: parts.Part = 'projection'
+  merge: parts.Part = 'add'  # 'add' | 'highway'
+  norm: parts.Part = 'batch'
+  act: parts.Part = 'relu'
   head: str = 'gap'  # 'gap' | 'flatten'
   input_pool: int = 1
   stage_features: tuple[int, ...] = (16, 32, 64)
@@ -108,12 +61,13 @@ class ShortcutStudyNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):  # x: [N, H, W, C]
-    if self.shortcut not in SHORTCUTS:
-      raise ValueError(f'shortcut must be one of {SHORTCUTS}, got {self.shortcut!r}')
-    norm = functools.partial(blocks.torch_batch_norm, use_running_average=not train,
-                             axis_name=self.axis_name, dtype=self.dtype)
-    conv, act = functools.partial(blocks.he_conv, dtype=self.dtype), nn.relu
+    where = 'ShortcutStudyNet'
+    norm = parts.norm(self.norm, train=train, axis_name=self.axis_name, dtype=self.dtype,
+                      where=where)
+    conv = functools.partial(blocks.he_conv, dtype=self.dtype)
+    act = parts.activation(self.act, where=where)
     dense = functools.partial(nn.Dense, dtype=self.dtype)
+    merge = parts.merge(self.merge, gate=dense, allowed=('add', 'highway'), where=where)
     if self.input_pool > 1:
       p = (self.input_pool, self.input_pool)
       x = nn.avg_pool(x, p, strides=p)
@@ -126,14 +80,12 @@ class ShortcutStudyNet(nn.Module):
         body = functools.partial(blocks.ConvNormActConvNorm, features, strides=strides, conv=conv,
                                  norm=norm, act=act)
         name = f'block{i}'
-        same_shape = strides == 1 and x.shape[-1] == features
-        if self.shortcut == 'none' or (self.shortcut == 'identity' and not same_shape):
+        shortcut = parts.shortcut(self.shortcut, x.shape[-1], features, strides, conv=conv,
+                                  norm=norm, dense=dense, where=where)
+        if shortcut is None:
           x = act(body(name=name)(x))
         else:
-          out_hw = (-(-x.shape[1] // strides), -(-x.shape[2] // strides))
-          shortcut = (blocks.IdentityShortcut if same_shape else shape_changing_shortcut(
-              self.shortcut, features, out_hw, conv, norm, dense))
-          x = act(blocks.ResidualBlock(body, shortcut, name=name)(x))
+          x = act(blocks.ResidualBlock(body, shortcut, merge, name=name)(x))
         self.sow('intermediates', f'{name}_output', x)
         i += 1
     if self.head == 'gap':
