@@ -272,3 +272,16 @@ def test_sweep_takes_model_kwargs_of_a_user_model(user_package, capsys):
   assert code == 0 and len(lines) == 2
   assert lines[0].endswith('--config.model=userpkg.nets:TinyNet --config.model_kwargs.width=4')
   assert 'runs/s/width-8' in lines[1]
+
+
+def test_presets_take_the_papers_keywords_without_new_entries():
+  """--config.model=resnet56 --config.model_kwargs.depth=110 / width=32 / shortcut=..."""
+  shape = (32, 32, 3)
+  assert models.count_params(models.build('resnet56', num_outputs=10, depth=110), shape) == 1_727_962
+  wide = models.build('resnet56', num_outputs=10, width=32)
+  assert wide.width == 32 and models.count_params(wide, shape) > 3 * 853_018
+  # ResNet-56 with ResNet-D shortcuts: the projection's parameters, after an average pool.
+  resnet_d = models.build('resnet56', num_outputs=10, shortcut='avgpool_projection')
+  assert models.count_params(resnet_d, shape) == 855_770  # = resnet56_b
+  with pytest.raises(ConfigError, match="no shortcut 'B'"):
+    models.count_params(models.build('resnet20', num_outputs=10, shortcut='B'), shape)
