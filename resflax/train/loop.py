@@ -14,7 +14,9 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import signal
+import sys
 import threading
 import time
 
@@ -33,6 +35,7 @@ from resflax.train import checkpoint as checkpoint_lib
 from resflax.train import feed as feed_lib
 from resflax.train import state as state_lib
 from resflax.train import steps
+from resflax.train import workdir_lock
 from resflax.train import writers
 
 # PRNG streams, all derived from jax.random.key(config.seed) with fold_in and these fixed tags.
@@ -120,19 +123,31 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
 
 def prepare_workdir(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
   """Creates ``workdir`` and its ``config.json``; refuses a workdir that holds a different run."""
+  check_workdir(workdir, config)
+  write_config(workdir, config)
+
+
+def check_workdir(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
+  """Creates ``workdir`` if needed; refuses one that holds a different run, a garbled
+  ``config.json`` or a file named ``checkpoints``. Writes nothing in it."""
   writers.check_writable(workdir)
   saved_path = workdir / 'config.json'
   current = json.loads(config_lib.to_json(config))
   if saved_path.exists():
-    try:
-      saved = json.loads(saved_path.read_text())
-    except json.JSONDecodeError as e:
-      raise WorkdirError(f'{saved_path} is not valid JSON ({e}): use a new --workdir') from None
+    saved = config_lib.read_json(saved_path, fix='use a new --workdir')
     diff = config_lib.differences(saved, current)
     if diff:
       raise WorkdirError(f"workdir {str(workdir)!r} holds a run with a different config "
                          f"({'; '.join(diff)}): use a new --workdir, or the same config to resume")
+  checkpoints = workdir / 'checkpoints'
+  if checkpoints.exists() and not checkpoints.is_dir():
+    raise WorkdirError(f'{checkpoints} is a file, not a directory of checkpoints: move it away or '
+                       'use a new --workdir')
+
+
+def write_config(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
   if jax.process_index() == 0:
+    saved_path = workdir / 'config.json'
     saved_path.write_text(config_lib.to_json(config) + '\n')
 
 
@@ -156,15 +171,21 @@ def run_eval(exp: Experiment, state: state_lib.TrainState) -> dict[str, float]:
   return {k: float(v) / count for k, v in sums.items()}
 
 
+INTERRUPT_EXIT = 130  # 128 + SIGINT, as a shell reports a process ended by Ctrl-C
+
+
 class _Preemption:
-  """SIGTERM (preemption, TPU maintenance) sets a flag; the loop saves and exits cleanly.
+  """SIGTERM (preemption, TPU maintenance) sets a flag; the loop saves and exits cleanly. The first
+  SIGINT (Ctrl-C) does the same (``interrupted``); a second one aborts at once, saving nothing more.
 
   With several processes, JAX's own preemption notifier (started by ``jax.distributed``) handles
-  SIGTERM instead, and orbax's ``reached_preemption(step)`` makes every process stop at one step.
+  SIGTERM instead, and orbax's ``reached_preemption(step)`` makes every process stop at one step;
+  Ctrl-C there stops each process without a save (the CLI exits 130 with one line).
   """
 
   def __init__(self, checkpoints: checkpoint_lib.Checkpoints):
     self.requested = False
+    self.interrupted = False
     self.checkpoints = checkpoints
 
   def __call__(self, step: int) -> bool:
@@ -172,29 +193,59 @@ class _Preemption:
       return self.checkpoints.manager.reached_preemption(step)
     return self.requested
 
+  def _sigterm(self, *_) -> None:
+    self.requested = True
+
+  def _sigint(self, *_) -> None:
+    if self.interrupted:  # the second Ctrl-C: out now (a save in flight stays a tmp folder)
+      print('\nresflax: interrupted again: stopped at once, without saving', file=sys.stderr,
+            flush=True)
+      os._exit(INTERRUPT_EXIT)  # pylint: disable=protected-access
+    self.requested = self.interrupted = True
+
   @contextlib.contextmanager
   def installed(self):
     if jax.process_count() > 1 or threading.current_thread() is not threading.main_thread():
       yield self
       return
-    previous = signal.signal(signal.SIGTERM, lambda *_: setattr(self, 'requested', True))
+    previous = (signal.signal(signal.SIGTERM, self._sigterm),
+                signal.signal(signal.SIGINT, self._sigint))
     try:
       yield self
     finally:
-      signal.signal(signal.SIGTERM, previous)
+      signal.signal(signal.SIGTERM, previous[0])
+      signal.signal(signal.SIGINT, previous[1])
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | epath.Path) -> dict:
   """Trains ``config`` in ``workdir`` (resuming if it holds a checkpoint); returns the last eval."""
   workdir = epath.Path(workdir)
+  config_lib.validate(config)
   parallel.initialize_distributed(config)
   exp = build(config)
-  prepare_workdir(workdir, config)
-  write_model_info(workdir, exp)
+  writers.check_writable(workdir)
+  with workdir_lock.held_by_run(workdir):
+    return _train(config, workdir, exp)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: epath.Path, exp: Experiment) -> dict:
+  """``train_and_evaluate`` once the workdir is locked."""
+  check_workdir(workdir, config)
   is_main = jax.process_index() == 0
   ckpt = checkpoint_lib.Checkpoints(workdir / 'checkpoints', keep=config.keep_checkpoints)
-  host_state, meta = ckpt.restore_latest(exp.state)
-  start = int(jax.device_get(host_state.step))
+  try:
+    host_state, meta = ckpt.restore_latest(exp.state)
+    start = int(jax.device_get(host_state.step))
+    if start > exp.total_steps:
+      raise WorkdirError(
+          f'workdir {str(workdir)!r} holds a run already at step {start}, past the '
+          f'{exp.total_steps} steps of this config: ask for at least {start} steps '
+          '(--config.num_train_steps or num_epochs), or use a new --workdir')
+  except BaseException:
+    ckpt.close()
+    raise
+  write_config(workdir, config)
+  write_model_info(workdir, exp)
   state = exp.place_state(host_state)
   del host_state
   writer = writers.MetricsWriter(workdir, enabled=is_main)
@@ -222,7 +273,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | epath.P
       if not np.isfinite(m['loss']):
         bad = step - len(fetched) + i + 1
         ckpt.wait()
-        kept = (f'the last good checkpoint, step {last_saved}, is kept in {ckpt.directory}'
+        kept = (f'the last checkpoint, step {last_saved}, is kept in {ckpt.directory} (its digest, '
+                'recorded at save, is checked on resume)'
                 if last_saved is not None else 'no checkpoint was written')
         raise NonFiniteLossError(
             f"loss became {m['loss']} at step {bad} (epoch {(bad - 1) // spe}): training stopped; "
@@ -284,6 +336,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | epath.P
           pending.append(metrics)
           step += 1
           progress.step()
+          ckpt.check()  # a save that failed in the background stops the run now
           preempted = preemption(step)
           epoch_end = step == epoch_stop
           saving_every = (config.checkpoint_every_steps > 0
@@ -301,14 +354,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | epath.P
             interval_start = time.perf_counter()  # eval and saving are not training throughput
           if preempted:
             ckpt.wait()
+            if preemption.interrupted:  # Ctrl-C: the CLI says so in one line, exit 130
+              return {'interrupted_at_step': step}
             progress.log({'split': 'note', 'step': step, 'epoch': epoch,
                           'preempted': f'SIGTERM: saved step {step}; rerun the command to resume'})
             return {'preempted_at_step': step}
       if last_eval is None:  # nothing left to train: report the restored state
         last_eval = run_eval(exp, state)
-    finally:
       ckpt.wait()
-      ckpt.close()
+    finally:
+      # After an error (a failed save among them) the error that stopped the run is the one told.
+      with contextlib.suppress(Exception):
+        ckpt.wait()
+      with contextlib.suppress(Exception):
+        ckpt.close()
       writer.close()
       progress.close()
   return {'step': step, **last_eval}
@@ -322,7 +381,7 @@ def restore(workdir: str | epath.Path) -> tuple[Experiment, state_lib.TrainState
   if not config_path.exists():
     raise WorkdirError(f'{config_path} not found: {str(workdir)!r} is not a resflax run directory '
                        '(train one with `resflax train --config ... --workdir`)')
-  config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+  config = ml_collections.ConfigDict(config_lib.read_json(config_path, fix='train again in a new --workdir'))
   parallel.initialize_distributed(config)
   exp = build(config)
   ckpt = checkpoint_lib.Checkpoints(workdir / 'checkpoints', create=False)
