@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import sys
 
 from etils import epath
@@ -27,6 +29,31 @@ from resflax.errors import CheckpointError, CheckpointSaveError
 from resflax.train.state import TrainState
 
 DIGEST_KEY = 'digest'
+
+
+class _NoOrbaxErrors(logging.Filter):
+  """Drops orbax's own error logs (a traceback per failed thread: ~2,000 lines for one full
+  disk): resflax reports a failed save itself, in one line (``CheckpointSaveError``)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.levelno >= logging.ERROR
+                and f'{os.sep}orbax{os.sep}' in (record.pathname or ''))
+
+
+logging.getLogger('absl').addFilter(_NoOrbaxErrors())
+
+
+def _quiet_after_a_failed_save() -> None:
+  """After a failed save, tensorstore's array writes still in flight call back into orbax's
+  closed event loop; each callback's ``RuntimeError`` would print a traceback (unraisable)."""
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and 'Event loop is closed' in str(unraisable.exc_value)):
+      previous(unraisable)
+
+  sys.unraisablehook = hook
 
 _FIELDS = ('step', 'params', 'batch_stats', 'opt_state')
 
@@ -88,23 +115,30 @@ class Checkpoints:
                             'away or use a new --workdir')
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
     self.manager = ocp.CheckpointManager(self.directory, options=options)
-    self.last_saved_step: int | None = None  # the step of the save in flight (or last finished)
+    self._unconfirmed: int | None = None  # a save whose background part may still fail
 
   def save(self, step: int, state: TrainState, meta: dict) -> None:
     """Starts an asynchronous save of ``state`` and ``meta`` (with their digest) as ``step``.
     Raises ``CheckpointSaveError`` if this save or the one before it failed."""
+    self.wait()  # orbax waits for the previous save anyway; its failure names its own step
     tree = _pytree(state)
     meta = {**meta, DIGEST_KEY: digest(tree, meta)}
     self._guard(lambda: self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta))), step)
-    self.last_saved_step = step
+    self._unconfirmed = step
 
   def check(self) -> None:
-    """Raises ``CheckpointSaveError`` if a finished asynchronous save failed (cheap)."""
-    self._guard(self.manager.check_for_errors, self.last_saved_step)
+    """Raises ``CheckpointSaveError`` as soon as the save in the background has failed; cheap, and
+    never blocks. (With several processes a failure shows at the next save or ``wait``, where
+    every process is.)"""
+    if (self._unconfirmed is not None and jax.process_count() == 1
+        and not self.manager.is_saving_in_progress()):
+      self.wait()
 
   def wait(self) -> None:
-    self._guard(self.manager.wait_until_finished, self.last_saved_step)
+    """Blocks until the save in flight is written; raises ``CheckpointSaveError`` if it failed."""
+    step, self._unconfirmed = self._unconfirmed, None
+    self._guard(self.manager.wait_until_finished, step)
 
   def _guard(self, operation, step: int | None) -> None:
     try:
@@ -112,6 +146,7 @@ class Checkpoints:
     except CheckpointSaveError:
       raise
     except Exception as e:  # orbax / tensorstore / the OS: many types for one failed write
+      _quiet_after_a_failed_save()
       where = self.directory / str(step) if step is not None else self.directory
       kept = sorted(s for s in self.manager.all_steps() if s != step)
       raise CheckpointSaveError(
