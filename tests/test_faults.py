@@ -398,7 +398,7 @@ def test_a_file_named_checkpoints_is_refused_at_start(capsys, tmp_path, data_dir
   (workdir / 'checkpoints').write_text('not a directory')
   code, _, err = _main(capsys, *_train_args(data_dir, workdir))
   assert code == 2 and f"{workdir / 'checkpoints'} is a file" in _error_line(err)
-  assert sorted(p.name for p in workdir.iterdir()) == ['.lock', 'checkpoints']
+  assert sorted(p.name for p in workdir.iterdir()) == ['checkpoints']  # nothing written
 
 
 def test_sweep_takes_tuple_values_and_refuses_a_key_twice(capsys, tmp_path):

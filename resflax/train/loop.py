@@ -139,6 +139,8 @@ def check_workdir(workdir: epath.Path, config: ml_collections.ConfigDict) -> Non
     if diff:
       raise WorkdirError(f"workdir {str(workdir)!r} holds a run with a different config "
                          f"({'; '.join(diff)}): use a new --workdir, or the same config to resume")
+  if (workdir / 'metrics.jsonl').exists():
+    writers.read_text(workdir / 'metrics.jsonl')  # garbled: refused before anything is written
   checkpoints = workdir / 'checkpoints'
   if checkpoints.exists() and not checkpoints.is_dir():
     raise WorkdirError(f'{checkpoints} is a file, not a directory of checkpoints: move it away or '
@@ -223,7 +225,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | epath.P
   config_lib.validate(config)
   parallel.initialize_distributed(config)
   exp = build(config)
-  writers.check_writable(workdir)
+  check_workdir(workdir, config)  # refused before the lock file is written; again under the lock
   with workdir_lock.held_by_run(workdir):
     return _train(config, workdir, exp)
 
@@ -241,15 +243,15 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, exp: Experime
           f'workdir {str(workdir)!r} holds a run already at step {start}, past the '
           f'{exp.total_steps} steps of this config: ask for at least {start} steps '
           '(--config.num_train_steps or num_epochs), or use a new --workdir')
+    write_config(workdir, config)
+    write_model_info(workdir, exp)
+    writer = writers.MetricsWriter(workdir, enabled=is_main)
+    writer.truncate_after(start)
   except BaseException:
     ckpt.close()
     raise
-  write_config(workdir, config)
-  write_model_info(workdir, exp)
   state = exp.place_state(host_state)
   del host_state
-  writer = writers.MetricsWriter(workdir, enabled=is_main)
-  writer.truncate_after(start)
   spe, total = exp.data.steps_per_epoch, exp.total_steps
   progress = writers.Progress(config.progress, total, start, enabled=is_main)
   if meta is not None and is_main:
