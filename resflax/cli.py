@@ -172,9 +172,10 @@ def main(argv: list[str] | None = None) -> int:
   except ResflaxError as e:
     print(f'resflax: error: {e}', file=sys.stderr)
     return getattr(e, 'exit_code', USAGE_EXIT)
-  except KeyboardInterrupt:  # Ctrl-C before the loop (or, multi-process, anywhere): nothing saved
-    print('\nresflax: interrupted before a checkpoint could be saved; run the same command to '
-          'resume from the last one', file=sys.stderr, flush=True)
+  except KeyboardInterrupt:  # Ctrl-C outside the train loop (multi-process: anywhere)
+    hint = ('; nothing saved since the last checkpoint: run the same command to resume'
+            if args.command in ('train', 'sweep') else '')
+    print(f'\nresflax: interrupted{hint}', file=sys.stderr, flush=True)
     return INTERRUPT_EXIT
 
 

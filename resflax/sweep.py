@@ -25,6 +25,8 @@ import time
 
 from resflax.errors import ConfigError
 
+INTERRUPTED = 130  # a run's exit code after Ctrl-C (saved; the same command resumes)
+
 
 @dataclasses.dataclass(frozen=True)
 class Run:
@@ -121,8 +123,14 @@ def run_all(runs: list[Run], *, in_process: bool = False) -> list[tuple[Run, int
       from resflax import cli
       code = cli.main(run.argv()[1:])
     else:
-      code = subprocess.call([sys.executable, '-m', 'resflax.cli', *run.argv()[1:]])
+      proc = subprocess.Popen([sys.executable, '-m', 'resflax.cli', *run.argv()[1:]])
+      try:
+        code = proc.wait()
+      except KeyboardInterrupt:  # Ctrl-C reached the run too: it saves and exits (130)
+        code = proc.wait()
     results.append((run, code, time.perf_counter() - start))
+    if code == INTERRUPTED:  # Ctrl-C: the sweep stops with its run
+      break
   return results
 
 
@@ -142,8 +150,13 @@ def main(argv: list[str]) -> int:
   if args.print_only:
     return 0
   failed = False
-  for run, code, seconds in run_all(runs):
+  results = run_all(runs)
+  for run, code, seconds in results:
     print(f'{seconds:8.1f} s  {run.workdir}')
+    if code == INTERRUPTED:
+      print(f'resflax: sweep interrupted at run {run.workdir} ({len(results)} of {len(runs)}): '
+            'rerun the same sweep to resume', file=sys.stderr)
+      return INTERRUPTED
     if code != 0:
       failed = True
       print(f'resflax: error: run {run.workdir} failed (exit {code}): rerun it with '

@@ -482,3 +482,26 @@ def test_two_loaders_of_one_split_decode_it_once(private_data_dir, monkeypatch):
   assert len(decodes) == 1
   np.testing.assert_array_equal(results[0][0], results[1][0])
   assert sum(isinstance(r[0], np.memmap) for r in results) == 1  # the waiter mapped the cache
+
+
+def test_ctrl_c_during_a_sweep_lets_the_run_save_and_stops_the_sweep(monkeypatch, capsys):
+  """Ctrl-C reaches the sweep and its running `resflax train` alike: the sweep waits for the run to
+  save and exit (130) instead of killing it mid-save, and starts no further run."""
+  from resflax import sweep
+  started = []
+
+  class Run:  # a `resflax train` that gets the Ctrl-C: interrupted, it saves and exits 130
+    def __init__(self, argv):
+      started.append(argv)
+      self.waits = 0
+
+    def wait(self):
+      self.waits += 1
+      if self.waits == 1:
+        raise KeyboardInterrupt
+      return 130
+
+  monkeypatch.setattr(sweep.subprocess, 'Popen', Run)
+  code = sweep.main(['--config', MLP, '--root', '/tmp/never', '--grid', 'seed=0,1,2'])
+  assert code == 130 and len(started) == 1
+  assert 'sweep interrupted at run /tmp/never/seed-0 (1 of 3)' in capsys.readouterr().err
