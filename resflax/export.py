@@ -50,7 +50,8 @@ def _restore(workdir: pathlib.Path):
   if not config_path.exists():
     raise WorkdirError(f'{config_path} not found: {str(workdir)!r} is not a resflax run directory '
                        '(train one with `resflax train --config ... --workdir`)')
-  config = ml_collections.ConfigDict(config_lib.read_json(config_path, fix='train again in a new --workdir'))
+  config = ml_collections.ConfigDict(
+      config_lib.read_json(config_path, fix='train again in a new --workdir'))
   spec = models.get_spec(config.model)
   if spec.task != 'regression':
     raise ConfigError(f'{config.model} is a {spec.task} model: `resflax export` writes steering '

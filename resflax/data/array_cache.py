@@ -80,14 +80,17 @@ def _write(cache: epath.Path, name: str, arrays: tuple[np.ndarray, ...]) -> None
     with tmp.open('wb') as f:
       np.save(f, array)
     digests[path.name] = _file_digest(tmp)
-    tmp.replace(path)  # atomic: a reader never sees half a file (nor maps a file rewritten in place)
+    tmp.replace(path)  # atomic: never half a file, nor a mapped file rewritten in place
   tmp = digests_path.with_name(f'{digests_path.name}.{suffix}')
   tmp.write_text(json.dumps(digests, indent=1) + '\n')
   tmp.replace(digests_path)
 
 
+Arrays = tuple[np.ndarray, ...]
+
+
 def load_or_build(cache: epath.Path, name: str,
-                  build: Callable[[], tuple[tuple[np.ndarray, ...], bool]]) -> tuple[np.ndarray, ...]:
+                  build: Callable[[], tuple[Arrays, bool]]) -> Arrays:
   """The arrays cached as ``cache/<name>.*``, or ``build()``'s ``(arrays, store)``, cached if
   ``store`` and the directory can be written."""
   with _locked(cache, name):

@@ -149,11 +149,13 @@ class Checkpoints:
       _quiet_after_a_failed_save()
       where = self.directory / str(step) if step is not None else self.directory
       kept = sorted(s for s in self.manager.all_steps() if s != step)
+      cause = describe_error(e)
+      fix = 'free space' if 'no space left' in cause.lower() else 'fix that'
       raise CheckpointSaveError(
-          f'saving checkpoint {where} failed: {describe_error(e)}: training stopped; '
+          f'saving checkpoint {where} failed: {cause}: training stopped; '
           + (f'the earlier checkpoints (steps {", ".join(map(str, kept))}) are intact'
-             if kept else 'no earlier checkpoint exists') + '; free space and rerun the same '
-          'command to resume') from e
+             if kept else 'no earlier checkpoint exists')
+          + f'; {fix} and rerun the same command to resume') from e
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()

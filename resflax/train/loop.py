@@ -250,94 +250,33 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, exp: Experime
   except BaseException:
     ckpt.close()
     raise
-  state = exp.place_state(host_state)
+  run = _Run(exp, ckpt, writer, progress=writers.Progress(config.progress, exp.total_steps, start,
+                                                          enabled=is_main),
+             state=exp.place_state(host_state), step=start,
+             last_saved=start if meta is not None else None,
+             # Per-step metrics of a log interval cut by a preemption: saved with the checkpoint
+             # so that the resumed run writes the same rows as an uninterrupted one.
+             carried=list(meta.get('unlogged_metrics', [])) if meta else [])
   del host_state
   spe, total = exp.data.steps_per_epoch, exp.total_steps
-  progress = writers.Progress(config.progress, total, start, enabled=is_main)
-  if meta is not None and is_main:
-    progress.log({'split': 'note', 'step': start, 'epoch': start // spe, 'resumed_from': str(ckpt.directory / str(start))})
-  last_eval, last_saved = None, (start if meta is not None else None)
-  last_save_time = time.monotonic()  # a restored (or fresh) state counts as just saved
-  pending: list[dict] = []  # per-step metrics still on device; fetched every log_every_steps
-  # Per-step metrics of a log interval cut by a preemption: saved with the checkpoint so that the
-  # resumed run writes the same rows as an uninterrupted one.
-  carried: list[dict] = list(meta.get('unlogged_metrics', [])) if meta else []
-  interval_start = time.perf_counter()
-  images_per_step = config.batch_size
-
-  def fetch_pending() -> list[dict]:
-    """The metrics of the steps since the last row; stops on a non-finite loss."""
-    nonlocal pending, carried
-    fetched = carried + [{k: float(v) for k, v in exp.host_metrics(m).items()}
-                         for m in jax.device_get(pending)]
-    pending, carried = [], []
-    for i, m in enumerate(fetched):
-      if not np.isfinite(m['loss']):
-        bad = step - len(fetched) + i + 1
-        ckpt.wait()
-        kept = (f'the last checkpoint, step {last_saved}, is kept in {ckpt.directory} (its digest, '
-                'recorded at save, is checked on resume)'
-                if last_saved is not None else 'no checkpoint was written')
-        raise NonFiniteLossError(
-            f"loss became {m['loss']} at step {bad} (epoch {(bad - 1) // spe}): training stopped; "
-            f'{kept}. Lower --config.learning_rate or check the data')
-    return fetched
-
-  def log_train(step: int) -> None:
-    """Writes the mean of the metrics of the steps since the last row."""
-    nonlocal interval_start
-    fetched = fetch_pending()
-    if not fetched:
-      return
-    elapsed = time.perf_counter() - interval_start
-    row = {'step': step, 'split': 'train', 'epoch': (step - 1) // spe}
-    row.update({k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]})
-    row['learning_rate'] = float(exp.schedule(step - 1))
-    row['images_per_sec'] = len(fetched) * images_per_step / max(elapsed, 1e-9)
-    row['wall_time'] = time.time()
-    writer.write(row)
-    progress.log(row)
-    interval_start = time.perf_counter()
-
-  def evaluate_and_log(step: int) -> dict:
-    # Regression: next to mae / mse, those of always predicting the mean train angle.
-    metrics = {**run_eval(exp, state), **exp.data.baseline}
-    row = {'step': step, 'split': 'eval', 'epoch': (step - 1) // spe, **metrics,
-           'wall_time': time.time()}
-    writer.write(row)
-    progress.log(row)
-    return metrics
-
-  def save(step: int, unlogged: list[dict] = ()) -> None:
-    nonlocal last_saved, last_save_time
-    meta = {'step': step, 'epoch': step // spe, 'steps_per_epoch': spe,
-            'unlogged_metrics': list(unlogged)}
-    ckpt.save(step, exp.host_state(state), meta)
-    last_saved, last_save_time = step, time.monotonic()
-
-  def interval_passed() -> bool:
-    """Is an epoch-end save due (``checkpoint_min_interval_s`` since the last one)? Process 0's
-    clock decides for every process."""
-    passed = time.monotonic() - last_save_time >= config.checkpoint_min_interval_s
-    if jax.process_count() > 1:
-      passed = bool(multihost_utils.broadcast_one_to_all(np.int32(passed)))
-    return passed
-
+  if meta is not None:
+    run.note({'resumed_from': str(ckpt.directory / str(start))}, epoch=start // spe)
+  last_eval = None
   preemption = _Preemption(ckpt)
-  step = start
   # The handler stays until the last checkpoint is written: a SIGTERM that lands after the last
   # step (or while that save finishes) lets the run end with exit 0 and everything saved.
   with preemption.installed():
     try:
       for epoch in range(start // spe, math.ceil(total / spe)):
         epoch_stop = min((epoch + 1) * spe, total)
-        for inputs in exp.feed.inputs(epoch, step - epoch * spe):
-          if step >= total:
+        for inputs in exp.feed.inputs(epoch, run.step - epoch * spe):
+          if run.step >= total:
             break
-          state, metrics = exp.feed.run(state, inputs, exp.dropout_rng)
-          pending.append(metrics)
-          step += 1
-          progress.step()
+          run.state, metrics = exp.feed.run(run.state, inputs, exp.dropout_rng)
+          run.pending.append(metrics)
+          run.step += 1
+          step = run.step
+          run.progress.step()
           ckpt.check()  # a save that failed in the background stops the run now
           preempted = preemption(step)
           epoch_end = step == epoch_stop
@@ -345,24 +284,24 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, exp: Experime
                           and step % config.checkpoint_every_steps == 0)
           # Rows fall at fixed steps whatever the clock says: the logs of a run are reproducible.
           if step % config.log_every_steps == 0 or epoch_end or saving_every:
-            log_train(step)
+            run.log_train()
           if epoch_end:
-            last_eval = evaluate_and_log(step)
-            interval_start = time.perf_counter()  # eval is not training throughput
+            last_eval = run.evaluate_and_log()
+            run.interval_start = time.perf_counter()  # eval is not training throughput
           save_due = (preempted or saving_every or step == total
-                      or (epoch_end and interval_passed()))
+                      or (epoch_end and run.interval_passed()))
           if save_due:  # a preemption between log steps carries the unlogged metrics along
-            save(step, unlogged=fetch_pending() if preempted else ())
-            interval_start = time.perf_counter()  # eval and saving are not training throughput
+            run.save(unlogged=run.fetch_pending() if preempted else ())
+            run.interval_start = time.perf_counter()  # eval and saving are not training throughput
           if preempted:
             ckpt.wait()
             if preemption.interrupted:  # Ctrl-C: the CLI says so in one line, exit 130
               return {'interrupted_at_step': step}
-            progress.log({'split': 'note', 'step': step, 'epoch': epoch,
-                          'preempted': f'SIGTERM: saved step {step}; rerun the command to resume'})
+            run.note({'preempted': f'SIGTERM: saved step {step}; rerun the command to resume'},
+                     epoch=epoch)
             return {'preempted_at_step': step}
       if last_eval is None:  # nothing left to train: report the restored state
-        last_eval = run_eval(exp, state)
+        last_eval = run_eval(exp, run.state)
       ckpt.wait()
     finally:
       # After an error (a failed save among them) the error that stopped the run is the one told.
@@ -371,8 +310,90 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, exp: Experime
       with contextlib.suppress(Exception):
         ckpt.close()
       writer.close()
-      progress.close()
-  return {'step': step, **last_eval}
+      run.progress.close()
+  return {'step': run.step, **last_eval}
+
+
+@dataclasses.dataclass
+class _Run:
+  """What the training loop carries from step to step, and its outputs: the running train state,
+  the step it is at, metrics not yet written, when it last saved."""
+
+  exp: Experiment
+  ckpt: checkpoint_lib.Checkpoints
+  writer: writers.MetricsWriter
+  progress: writers.Progress
+  state: state_lib.TrainState
+  step: int
+  last_saved: int | None  # the step of the last checkpoint (restored or written)
+  carried: list[dict]  # fetched per-step metrics of the current log interval (from a checkpoint)
+  pending: list = dataclasses.field(default_factory=list)  # per-step metrics still on device
+  last_save_time: float = dataclasses.field(default_factory=time.monotonic)  # restored = saved
+  interval_start: float = dataclasses.field(default_factory=time.perf_counter)
+
+  def note(self, fields: dict, epoch: int) -> None:
+    if jax.process_index() == 0:
+      self.progress.log({'split': 'note', 'step': self.step, 'epoch': epoch, **fields})
+
+  def fetch_pending(self) -> list[dict]:
+    """The metrics of the steps since the last row; stops on a non-finite loss."""
+    spe = self.exp.data.steps_per_epoch
+    fetched = self.carried + [{k: float(v) for k, v in self.exp.host_metrics(m).items()}
+                              for m in jax.device_get(self.pending)]
+    self.pending, self.carried = [], []
+    for i, m in enumerate(fetched):
+      if not np.isfinite(m['loss']):
+        bad = self.step - len(fetched) + i + 1
+        self.ckpt.wait()
+        kept = (f'the last checkpoint, step {self.last_saved}, is kept in {self.ckpt.directory} '
+                '(its digest, recorded at save, is checked on resume)'
+                if self.last_saved is not None else 'no checkpoint was written')
+        raise NonFiniteLossError(
+            f"loss became {m['loss']} at step {bad} (epoch {(bad - 1) // spe}): training stopped; "
+            f'{kept}. Lower --config.learning_rate or check the data')
+    return fetched
+
+  def log_train(self) -> None:
+    """Writes the mean of the metrics of the steps since the last row."""
+    fetched = self.fetch_pending()
+    if not fetched:
+      return
+    step, exp = self.step, self.exp
+    elapsed = time.perf_counter() - self.interval_start
+    row = {'step': step, 'split': 'train', 'epoch': (step - 1) // exp.data.steps_per_epoch}
+    row.update({k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]})
+    row['learning_rate'] = float(exp.schedule(step - 1))
+    row['images_per_sec'] = len(fetched) * exp.config.batch_size / max(elapsed, 1e-9)
+    row['wall_time'] = time.time()
+    self.writer.write(row)
+    self.progress.log(row)
+    self.interval_start = time.perf_counter()
+
+  def evaluate_and_log(self) -> dict:
+    # Regression: next to mae / mse, those of always predicting the mean train angle.
+    metrics = {**run_eval(self.exp, self.state), **self.exp.data.baseline}
+    epoch = (self.step - 1) // self.exp.data.steps_per_epoch
+    row = {'step': self.step, 'split': 'eval', 'epoch': epoch, **metrics,
+           'wall_time': time.time()}
+    self.writer.write(row)
+    self.progress.log(row)
+    return metrics
+
+  def save(self, unlogged: list[dict] = ()) -> None:
+    spe = self.exp.data.steps_per_epoch
+    meta = {'step': self.step, 'epoch': self.step // spe, 'steps_per_epoch': spe,
+            'unlogged_metrics': list(unlogged)}
+    self.ckpt.save(self.step, self.exp.host_state(self.state), meta)
+    self.last_saved, self.last_save_time = self.step, time.monotonic()
+
+  def interval_passed(self) -> bool:
+    """Is an epoch-end save due (``checkpoint_min_interval_s`` since the last one)? Process 0's
+    clock decides for every process."""
+    passed = (time.monotonic() - self.last_save_time
+              >= self.exp.config.checkpoint_min_interval_s)
+    if jax.process_count() > 1:
+      passed = bool(multihost_utils.broadcast_one_to_all(np.int32(passed)))
+    return passed
 
 
 def restore(workdir: str | epath.Path) -> tuple[Experiment, state_lib.TrainState, dict]:
@@ -383,7 +404,8 @@ def restore(workdir: str | epath.Path) -> tuple[Experiment, state_lib.TrainState
   if not config_path.exists():
     raise WorkdirError(f'{config_path} not found: {str(workdir)!r} is not a resflax run directory '
                        '(train one with `resflax train --config ... --workdir`)')
-  config = ml_collections.ConfigDict(config_lib.read_json(config_path, fix='train again in a new --workdir'))
+  config = ml_collections.ConfigDict(
+      config_lib.read_json(config_path, fix='train again in a new --workdir'))
   parallel.initialize_distributed(config)
   exp = build(config)
   ckpt = checkpoint_lib.Checkpoints(workdir / 'checkpoints', create=False)
