@@ -95,6 +95,26 @@ def test_a_second_train_on_a_locked_workdir_is_refused_untouched(capsys, run_cop
   assert code == 0 and 'final step=4' in out, err
 
 
+def test_two_trains_at_once_one_is_refused(capsys, data_dir, tmp_path):
+  """The issue's case: a second `resflax train` while the first trains on the same workdir."""
+  args = _train_args(data_dir, tmp_path, '--config.num_train_steps=100000')
+  first = subprocess.Popen([sys.executable, '-m', 'resflax.cli', *map(str, args)], cwd=REPO,
+                           env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  try:
+    lock = tmp_path / '.lock'
+    deadline = time.monotonic() + 120
+    while not (lock.exists() and f'pid {first.pid} ' in lock.read_text()):
+      assert first.poll() is None and time.monotonic() < deadline
+      time.sleep(0.2)
+    code, _, err = _main(capsys, *args)
+    assert code == 2 and f'pid {first.pid} since' in _error_line(err)
+    assert first.poll() is None  # the first run goes on
+  finally:
+    first.kill()
+    first.wait()
+
+
 _HOLD_THE_LOCK = """
 import sys, time
 from resflax.train import workdir_lock
