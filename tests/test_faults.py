@@ -202,6 +202,8 @@ def test_a_corrupt_checkpoint_fails_its_digest_and_is_set_aside(capsys, run4, ru
   warnings = [l for l in err.splitlines() if 'warning' in l]
   assert len(warnings) == 1 and f'checkpoint {latest} is corrupt: its digest does not match' in err
   assert _tree_digest(latest) == corrupt  # eval moves nothing
+  if damage == 'metadata':
+    return  # the same path from here on; trained again once, below, for the array bytes
   code, out, err = _main(capsys, *_train_args(data_dir, run_copy))
   assert code == 0 and 'final step=4' in out, err
   assert '4.corrupt' in err and _tree_digest(run_copy / 'checkpoints' / '4.corrupt') == corrupt
