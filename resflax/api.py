@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import pathlib
 
@@ -36,15 +35,7 @@ def read_json(path: epath.Path, what: str) -> dict:
   if not path.exists():
     raise WorkdirError(f'{path} not found: {str(path.parent)!r} is not a resflax run directory '
                        f'({what}; train one with `resflax train --config ... --workdir`)')
-  try:
-    value = json.loads(path.read_text())
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise WorkdirError(f'{path} is not valid JSON ({str(e)[:100]}): the run directory is '
-                       'damaged; retrain in a new --workdir') from None
-  if not isinstance(value, dict):
-    raise WorkdirError(f'{path} holds a {type(value).__name__}, not a JSON object: the run '
-                       'directory is damaged; retrain in a new --workdir')
-  return value
+  return config_lib.read_json(path, fix='the run directory is damaged; retrain in a new --workdir')
 
 
 def read_config(workdir: str | epath.Path) -> ml_collections.ConfigDict:

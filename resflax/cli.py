@@ -9,7 +9,8 @@
   resflax bench --models mnist_resmlp --json bench.json     # step time vs Keras 3 and PyTorch
   resflax sweep --config C --root runs/s --grid seed=0,1,2  # runs one after another (or --print-only)
 
-Bad input (a ``ResflaxError``) is printed as one line, ``resflax: error: ...``, with exit code 2.
+Bad input (a ``ResflaxError``) is printed as one line, ``resflax: error: ...``, with exit code 2
+(1 for a checkpoint that could not be saved). Ctrl-C saves the current step and exits 130.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import warnings
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # before TensorFlow is imported anywhere
 
 USAGE_EXIT = 2
+INTERRUPT_EXIT = 130  # 128 + SIGINT (Ctrl-C)
 
 
 def _split_overrides(rest: list[str]) -> list[tuple[str, str]]:
@@ -205,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
       return 0
     from resflax import train
     result = train.train_and_evaluate(config, args.workdir)
+    if 'interrupted_at_step' in result:
+      print(f"resflax: interrupted at step {result['interrupted_at_step']}, saved; run the same "
+            'command to resume', file=sys.stderr, flush=True)
+      return INTERRUPT_EXIT
     if argv is None:  # the resflax program (not a caller's process): the run is saved, so a
       signal.signal(signal.SIGTERM, signal.SIG_IGN)  # late SIGTERM must not make its exit -15
     print('final ' + ' '.join(f'{k}={v:.4f}' if isinstance(v, float) else f'{k}={v}'
@@ -212,7 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
   except ResflaxError as e:
     print(f'resflax: error: {e}', file=sys.stderr)
-    return USAGE_EXIT
+    return getattr(e, 'exit_code', USAGE_EXIT)
+  except KeyboardInterrupt:  # Ctrl-C outside the train loop (multi-process: anywhere)
+    hint = ('; nothing saved since the last checkpoint: run the same command to resume'
+            if args.command in ('train', 'sweep') else '')
+    print(f'\nresflax: interrupted{hint}', file=sys.stderr, flush=True)
+    return INTERRUPT_EXIT
 
 
 if __name__ == '__main__':

@@ -14,7 +14,9 @@ import importlib
 import importlib.util
 import json
 import pathlib
+import traceback
 
+from etils import epath
 import ml_collections
 
 from resflax.errors import ConfigError
@@ -190,9 +192,15 @@ def load(path: str | pathlib.Path) -> ml_collections.ConfigDict:
   module = importlib.util.module_from_spec(spec)
   try:
     spec.loader.exec_module(module)
+  except Exception as e:  # the file's own error, as path:line: message
+    raise ConfigError(_where(path, e)) from None
+  if not callable(getattr(module, 'get_config', None)):
+    raise ConfigError(f'config file {str(path)!r} has no get_config(): define one that returns an '
+                      'ml_collections.ConfigDict')
+  try:
     config = module.get_config()
-  except AttributeError as e:
-    raise ConfigError(f'config file {str(path)!r} has no get_config(): {e}') from e
+  except Exception as e:
+    raise ConfigError(_where(path, e)) from None
   if not isinstance(config, ml_collections.ConfigDict):
     raise ConfigError(f'get_config() in {str(path)!r} must return an ml_collections.ConfigDict')
   if any(k in config for k in LEGACY_OPTIMIZER_KEYS):  # a file written for the old keys
@@ -222,6 +230,59 @@ def upgrade(saved: dict, fill_defaults: bool = True) -> dict:
   if fill_defaults:
     config = {**json.loads(to_json(base_config())), **config}
   return config
+
+
+def _where(path: pathlib.Path, error: BaseException) -> str:
+  """``path:line: ErrorType: message`` for an error raised while running a config file: the
+  line of that file (the innermost frame in it; a syntax error's own line) that raised it."""
+  line = None
+  if isinstance(error, SyntaxError) and error.filename and (
+      pathlib.Path(error.filename).resolve() == path.resolve()):
+    line = error.lineno
+  else:
+    for frame, lineno in traceback.walk_tb(error.__traceback__):
+      if pathlib.Path(frame.f_code.co_filename).resolve() == path.resolve():
+        line = lineno
+  message = (error.msg if isinstance(error, SyntaxError) else str(error)).splitlines()
+  message = message[0] if message else ''
+  fix = (': install it, or fix the import' if isinstance(error, ImportError)
+         else ': fix the config file')
+  return f'{path}:{line or "?"}: {type(error).__name__}: {message}{fix}'
+
+
+def read_json(path, fix: str) -> dict:
+  """A JSON file resflax wrote (``config.json``); one error naming it if it is garbled."""
+  try:
+    value = json.loads(epath.Path(path).read_bytes().decode('utf-8'))  # local or gs://
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    what = 'not UTF-8 text' if isinstance(e, UnicodeDecodeError) else f'not valid JSON ({e})'
+    raise ConfigError(f'{path} is {what}: it is garbled; {fix}') from None
+  if not isinstance(value, dict):
+    raise ConfigError(f'{path} holds a JSON {type(value).__name__}, not an object: {fix}')
+  return value
+
+
+PROGRESS_MODES = ('auto', 'bar', 'lines', 'none')
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Refuses values that mean nothing, one line each (keys a config does not have are skipped)."""
+  get = config.get
+  checks = [
+      ('learning_rate', lambda v: v > 0, 'a rate > 0, e.g. 1e-3'),
+      ('log_every_steps', lambda v: v >= 1, 'a number of steps >= 1'),
+      ('keep_checkpoints', lambda v: v >= 1,
+       'at least 1 (the latest checkpoint is never deleted)'),
+      ('seed', lambda v: 0 <= v < 2**31, 'an integer in [0, 2**31)'),
+      ('progress', lambda v: v in PROGRESS_MODES, f"one of {', '.join(PROGRESS_MODES)}"),
+  ]
+  for key, ok, fix in checks:
+    if key in config and not ok(get(key)):
+      raise ConfigError(f'--config.{key}={get(key)!r} means nothing: use {fix}')
+  if ('num_epochs' in config and get('num_epochs') <= 0
+      and not get('num_train_steps', -1) > 0):
+    raise ConfigError(f"--config.num_epochs={get('num_epochs')!r} trains nothing: use "
+                      'num_epochs > 0, or --config.num_train_steps > 0')
 
 
 def _parse(key: str, text: str, current):
@@ -302,6 +363,7 @@ def from_args(path: str, overrides: list[tuple[str, str]]) -> ml_collections.Con
   config = load(path)
   for key, text in overrides:
     override(config, key, text)
+  validate(config)
   config.lock()
   return config
 

@@ -35,3 +35,9 @@ class NonFiniteLossError(ResflaxError):
 
 class DistributedError(ResflaxError):
   """jax.distributed could not start (an unreachable coordinator, wrong process settings)."""
+
+
+class CheckpointSaveError(CheckpointError):
+  """A checkpoint could not be written (a full disk, a lost bucket): the run stops at once."""
+
+  exit_code = 1  # not a usage error: the same command resumes once the cause is fixed

@@ -24,13 +24,16 @@ def read_run(run_dir: str | pathlib.Path) -> dict:
     raise WorkdirError(f'{str(run_dir)!r} is not a resflax run directory (no config.json and '
                        'metrics.jsonl): pass the --workdir of a `resflax train` run')
   rows = []
-  for line in metrics_path.read_text().splitlines():
+  from resflax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from resflax.train import writers  # pylint: disable=g-import-not-at-top
+  for line in writers.read_text(metrics_path).splitlines():
     try:
       rows.append(json.loads(line))
     except json.JSONDecodeError:
       pass  # a line cut short by a killed process
   info_path = run_dir / 'model.json'  # written by resflax train since the zoo studies
-  return {'dir': run_dir, 'name': run_dir.name, 'config': json.loads(config_path.read_text()),
+  config = config_lib.read_json(config_path, fix='pass the --workdir of another run')
+  return {'dir': run_dir, 'name': run_dir.name, 'config': config,
           'rows': rows, 'model_info': json.loads(info_path.read_text()) if info_path.is_file() else None}
 
 

@@ -4,7 +4,8 @@
       --grid seed=0,1,2 --grid model=mnist_resmlp,mnist_densesum_mlp --config.dataset=mnist_5k
 
 runs the 6 combinations one after another here (each in its own ``ROOT/<name>`` workdir, named after
-its grid values, e.g. ``model-mnist_resmlp_seed-0``), and first prints one ``resflax train`` command
+its grid values, e.g. ``model-mnist_resmlp_seed-0``; tuple values as
+``--grid 'roi_crop=(0,0,0,0);(10,0,0,0)'``), and first prints one ``resflax train`` command
 per run, one per line, ready for a cluster scheduler (``--print-only`` stops there). Rerunning the
 sweep resumes each run from its checkpoint; a finished run only re-evaluates. ``--config.*``
 overrides after the grid apply to every run. The studies in ``scripts/`` are built on ``Run`` and
@@ -24,6 +25,8 @@ import time
 
 from resflax.errors import ConfigError
 
+INTERRUPTED = 130  # a run's exit code after Ctrl-C (saved; the same command resumes)
+
 
 @dataclasses.dataclass(frozen=True)
 class Run:
@@ -41,15 +44,49 @@ class Run:
     return shlex.join(self.argv())
 
 
+def _split_values(item: str, values: str) -> list[str]:
+  """``'0,1'`` -> ``['0', '1']``; ``'(0,0,0,0);(10,0,0,0)'`` or ``'(0,0,0,0),(10,0,0,0)'`` ->
+  ``['(0,0,0,0)', '(10,0,0,0)']``: ``,`` and ``;`` separate values outside brackets."""
+  parts, depth, current = [], 0, ''
+  for char in values:
+    if char in '([{':
+      depth += 1
+    elif char in ')]}':
+      depth -= 1
+      if depth < 0:
+        break
+    if char in ',;' and depth == 0:
+      parts.append(current)
+      current = ''
+    else:
+      current += char
+  if depth != 0:
+    raise ConfigError(f'--grid {item!r}: unbalanced brackets; write tuple values as '
+                      "--grid 'key=(0,0,0,0);(10,0,0,0)'")
+  parts = [p.strip() for p in [*parts, current]]
+  if not all(parts):
+    raise ConfigError(f'--grid {item!r} has an empty value: write --grid key=v1,v2,...')
+  return parts
+
+
 def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
-  """``['seed=0,1,2', 'model=a,b']`` -> ``[('seed', ['0', '1', '2']), ('model', ['a', 'b'])]``."""
-  grid = []
+  """``['seed=0,1,2', 'model=a,b']`` -> ``[('seed', ['0', '1', '2']), ('model', ['a', 'b'])]``.
+
+  Values are separated by ``,`` or ``;`` outside brackets, so tuple values are written as they
+  are: ``'roi_crop=(0,0,0,0);(10,0,0,0)'`` (quote them for the shell). A key given twice is an
+  error (put all its values in one ``--grid``).
+  """
+  grid, seen = [], set()
   for item in items:
     key, sep, values = item.partition('=')
     key = key.removeprefix('--config.').removeprefix('config.')
     if not sep or not key or not values.strip():
       raise ConfigError(f'--grid {item!r}: write --grid key=v1,v2,... (e.g. --grid seed=0,1,2)')
-    grid.append((key, [v.strip() for v in values.split(',')]))
+    if key in seen:
+      raise ConfigError(f'--grid {key} is given twice: put all its values in one --grid '
+                        f'{key}=v1,v2,...')
+    seen.add(key)
+    grid.append((key, _split_values(item, values)))
   return grid
 
 
@@ -86,8 +123,14 @@ def run_all(runs: list[Run], *, in_process: bool = False) -> list[tuple[Run, int
       from resflax import cli
       code = cli.main(run.argv()[1:])
     else:
-      code = subprocess.call([sys.executable, '-m', 'resflax.cli', *run.argv()[1:]])
+      proc = subprocess.Popen([sys.executable, '-m', 'resflax.cli', *run.argv()[1:]])
+      try:
+        code = proc.wait()
+      except KeyboardInterrupt:  # Ctrl-C reached the run too: it saves and exits (130)
+        code = proc.wait()
     results.append((run, code, time.perf_counter() - start))
+    if code == INTERRUPTED:  # Ctrl-C: the sweep stops with its run
+      break
   return results
 
 
@@ -107,8 +150,13 @@ def main(argv: list[str]) -> int:
   if args.print_only:
     return 0
   failed = False
-  for run, code, seconds in run_all(runs):
+  results = run_all(runs)
+  for run, code, seconds in results:
     print(f'{seconds:8.1f} s  {run.workdir}')
+    if code == INTERRUPTED:
+      print(f'resflax: sweep interrupted at run {run.workdir} ({len(results)} of {len(runs)}): '
+            'rerun the same sweep to resume', file=sys.stderr)
+      return INTERRUPTED
     if code != 0:
       failed = True
       print(f'resflax: error: run {run.workdir} failed (exit {code}): rerun it with '

@@ -221,7 +221,7 @@ def test_load_of_a_directory_that_is_not_a_run_is_one_line(tmp_path):
   with pytest.raises(ResflaxError, match='config.json not found'):
     resflax.load(tmp_path)
   (tmp_path / 'config.json').write_bytes(b'\x00\xff binary')
-  with pytest.raises(ResflaxError, match='config.json is not valid JSON'):
+  with pytest.raises(ResflaxError, match='config.json is not UTF-8 text'):
     resflax.load(tmp_path)
 
 

@@ -76,7 +76,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, m
       yield batch
 
   monkeypatch.setattr(pipeline.Data, 'train_batches', poisoned)
-  with pytest.raises(NonFiniteLossError, match=r'at step 40 .*step 31'):
+  with pytest.raises(NonFiniteLossError, match=r'at step 40 .*the last checkpoint, step 31, .*digest'):
     train.train_and_evaluate(_config(data_dir, num_train_steps=62, log_every_steps=20,
                                      checkpoint_min_interval_s=0.0, data_on_device='off'),
                                tmp_path)

@@ -22,7 +22,7 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
-from resflax.data import donkey_tub, steering
+from resflax.data import array_cache, donkey_tub, steering
 from resflax.data.mnist_5k import Mnist5k
 from resflax.errors import ConfigError, DatasetNotFoundError, ShapeMismatchError, UnknownNameError
 
@@ -297,35 +297,23 @@ def _load(builder: tfds.core.DatasetBuilder, split: str,
   ``keys``: the (image, label) features. The first load decodes it with tf.data and keeps it as two
   ``.npy`` files in ``<dataset dir>/resflax_arrays/``, named by a fingerprint of the dataset's record
   files (names, sizes, times) and, if not the default, the keys, so a rebuilt dataset is decoded
-  afresh. Later loads memory-map those files
-  (read-only), without TensorFlow. Local data dirs only; skipped where the files cannot be written.
+  afresh. Later loads check their digests and memory-map them (read-only), without TensorFlow
+  (``array_cache.py``). Local data dirs only; skipped where the files cannot be written.
   """
   fingerprint = _fingerprint(builder, split)
-  if fingerprint:
-    cache = epath.Path(builder.data_dir) / ARRAY_CACHE
-    tag = '' if keys == ('image', 'label') else '-' + '-'.join(keys)  # another feature, its own
-    names = [cache / f'{fingerprint}{tag}.{part}.npy' for part in ('images', 'labels')]
-    if all(p.exists() for p in names):
-      try:  # memory-mapped: on CPU the device array reads these pages (no second copy), and
-        # elsewhere they are page cache, shared by every process on the host and freed under pressure
-        return tuple(np.load(p, mmap_mode='r') for p in names)
-      except (OSError, ValueError):  # unreadable (cut short?): decode the split again
-        pass
-  tensorflow()  # before TF's first op
-  ds = builder.as_dataset(split=split, shuffle_files=False)
-  ds = ds.map(lambda example: (example[keys[0]], example[keys[1]]))
-  images, labels = (t.numpy() for t in ds.batch(len(ds)).get_single_element())
-  if fingerprint and _recorded_size(builder, split) == len(labels):  # not tfds' mock data
-    try:
-      cache.mkdir(exist_ok=True)
-      for path, array in zip(names, (images, labels)):
-        tmp = path.with_name(f'{path.name}.{socket.gethostname()}.{os.getpid()}.tmp')
-        with tmp.open('wb') as f:
-          np.save(f, array)
-        tmp.replace(path)  # atomic: a reader never sees half a file
-    except OSError:  # a read-only data dir: decode each time
-      pass
-  return images, labels
+
+  def decode() -> tuple[tuple[np.ndarray, np.ndarray], bool]:
+    tensorflow()  # before TF's first op
+    ds = builder.as_dataset(split=split, shuffle_files=False)
+    ds = ds.map(lambda example: (example[keys[0]], example[keys[1]]))
+    images, labels = (t.numpy() for t in ds.batch(len(ds)).get_single_element())
+    return (images, labels), _recorded_size(builder, split) == len(labels)  # not tfds' mock data
+
+  if not fingerprint:
+    return decode()[0]
+  tag = '' if keys == ('image', 'label') else '-' + '-'.join(keys)  # another feature, its own
+  return array_cache.load_or_build(epath.Path(builder.data_dir) / ARRAY_CACHE, fingerprint + tag,
+                                   decode)
 
 
 def _fingerprint(builder: tfds.core.DatasetBuilder, split: str) -> str | None:

@@ -14,7 +14,9 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import signal
+import sys
 import threading
 import time
 
@@ -33,6 +35,7 @@ from resflax.train import checkpoint as checkpoint_lib
 from resflax.train import feed as feed_lib
 from resflax.train import state as state_lib
 from resflax.train import steps
+from resflax.train import workdir_lock
 from resflax.train import writers
 
 # PRNG streams, all derived from jax.random.key(config.seed) with fold_in and these fixed tags.
@@ -123,19 +126,33 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
 
 def prepare_workdir(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
   """Creates ``workdir`` and its ``config.json``; refuses a workdir that holds a different run."""
+  check_workdir(workdir, config)
+  write_config(workdir, config)
+
+
+def check_workdir(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
+  """Creates ``workdir`` if needed; refuses one that holds a different run, a garbled
+  ``config.json`` or a file named ``checkpoints``. Writes nothing in it."""
   writers.check_writable(workdir)
   saved_path = workdir / 'config.json'
   current = json.loads(config_lib.to_json(config))
   if saved_path.exists():
-    try:
-      saved = json.loads(saved_path.read_text())
-    except json.JSONDecodeError as e:
-      raise WorkdirError(f'{saved_path} is not valid JSON ({e}): use a new --workdir') from None
+    saved = config_lib.read_json(saved_path, fix='use a new --workdir')
     diff = config_lib.differences(saved, current)
     if diff:
       raise WorkdirError(f"workdir {str(workdir)!r} holds a run with a different config "
                          f"({'; '.join(diff)}): use a new --workdir, or the same config to resume")
+  if (workdir / 'metrics.jsonl').exists():
+    writers.read_text(workdir / 'metrics.jsonl')  # garbled: refused before anything is written
+  checkpoints = workdir / 'checkpoints'
+  if checkpoints.exists() and not checkpoints.is_dir():
+    raise WorkdirError(f'{checkpoints} is a file, not a directory of checkpoints: move it away or '
+                       'use a new --workdir')
+
+
+def write_config(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
   if jax.process_index() == 0:
+    saved_path = workdir / 'config.json'
     saved_path.write_text(config_lib.to_json(config) + '\n')
 
 
@@ -168,15 +185,21 @@ def run_eval(exp: Experiment, state: state_lib.TrainState) -> dict[str, float]:
   return {k: float(v) / count for k, v in sums.items()}
 
 
+INTERRUPT_EXIT = 130  # 128 + SIGINT, as a shell reports a process ended by Ctrl-C
+
+
 class _Preemption:
-  """SIGTERM (preemption, TPU maintenance) sets a flag; the loop saves and exits cleanly.
+  """SIGTERM (preemption, TPU maintenance) sets a flag; the loop saves and exits cleanly. The first
+  SIGINT (Ctrl-C) does the same (``interrupted``); a second one aborts at once, saving nothing more.
 
   With several processes, JAX's own preemption notifier (started by ``jax.distributed``) handles
-  SIGTERM instead, and orbax's ``reached_preemption(step)`` makes every process stop at one step.
+  SIGTERM instead, and orbax's ``reached_preemption(step)`` makes every process stop at one step;
+  Ctrl-C there stops each process without a save (the CLI exits 130 with one line).
   """
 
   def __init__(self, checkpoints: checkpoint_lib.Checkpoints):
     self.requested = False
+    self.interrupted = False
     self.checkpoints = checkpoints
 
   def __call__(self, step: int) -> bool:
@@ -184,146 +207,205 @@ class _Preemption:
       return self.checkpoints.manager.reached_preemption(step)
     return self.requested
 
+  def _sigterm(self, *_) -> None:
+    self.requested = True
+
+  def _sigint(self, *_) -> None:
+    if self.interrupted:  # the second Ctrl-C: out now (a save in flight stays a tmp folder)
+      print('\nresflax: interrupted again: stopped at once, without saving', file=sys.stderr,
+            flush=True)
+      os._exit(INTERRUPT_EXIT)  # pylint: disable=protected-access
+    self.requested = self.interrupted = True
+
   @contextlib.contextmanager
   def installed(self):
     if jax.process_count() > 1 or threading.current_thread() is not threading.main_thread():
       yield self
       return
-    previous = signal.signal(signal.SIGTERM, lambda *_: setattr(self, 'requested', True))
+    previous = (signal.signal(signal.SIGTERM, self._sigterm),
+                signal.signal(signal.SIGINT, self._sigint))
     try:
       yield self
     finally:
-      signal.signal(signal.SIGTERM, previous)
+      signal.signal(signal.SIGTERM, previous[0])
+      signal.signal(signal.SIGINT, previous[1])
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | epath.Path) -> dict:
   """Trains ``config`` in ``workdir`` (resuming if it holds a checkpoint); returns the last eval."""
   workdir = epath.Path(workdir)
+  config_lib.validate(config)
   parallel.initialize_distributed(config)
   exp = build(config)
-  prepare_workdir(workdir, config)
-  write_model_info(workdir, exp)
+  check_workdir(workdir, config)  # refused before the lock file is written; again under the lock
+  with workdir_lock.held_by_run(workdir):
+    return _train(config, workdir, exp)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: epath.Path, exp: Experiment) -> dict:
+  """``train_and_evaluate`` once the workdir is locked."""
+  check_workdir(workdir, config)
   is_main = jax.process_index() == 0
   ckpt = checkpoint_lib.Checkpoints(workdir / 'checkpoints', keep=config.keep_checkpoints)
-  host_state, meta = ckpt.restore_latest(exp.state)
-  start = int(jax.device_get(host_state.step))
-  state = exp.place_state(host_state)
+  try:
+    host_state, meta = ckpt.restore_latest(exp.state)
+    start = int(jax.device_get(host_state.step))
+    if start > exp.total_steps:
+      raise WorkdirError(
+          f'workdir {str(workdir)!r} holds a run already at step {start}, past the '
+          f'{exp.total_steps} steps of this config: ask for at least {start} steps '
+          '(--config.num_train_steps or num_epochs), or use a new --workdir')
+    write_config(workdir, config)
+    write_model_info(workdir, exp)
+    writer = writers.MetricsWriter(workdir, enabled=is_main)
+    writer.truncate_after(start)
+  except BaseException:
+    ckpt.close()
+    raise
+  run = _Run(exp, ckpt, writer, progress=writers.Progress(config.progress, exp.total_steps, start,
+                                                          enabled=is_main),
+             state=exp.place_state(host_state), step=start,
+             last_saved=start if meta is not None else None,
+             # Per-step metrics of a log interval cut by a preemption: saved with the checkpoint
+             # so that the resumed run writes the same rows as an uninterrupted one.
+             carried=list(meta.get('unlogged_metrics', [])) if meta else [])
   del host_state
-  writer = writers.MetricsWriter(workdir, enabled=is_main)
-  writer.truncate_after(start)
   spe, total = exp.data.steps_per_epoch, exp.total_steps
-  progress = writers.Progress(config.progress, total, start, enabled=is_main)
-  if meta is not None and is_main:
-    progress.log({'split': 'note', 'step': start, 'epoch': start // spe, 'resumed_from': str(ckpt.directory / str(start))})
-  last_eval, last_saved = None, (start if meta is not None else None)
-  last_save_time = time.monotonic()  # a restored (or fresh) state counts as just saved
-  pending: list[dict] = []  # per-step metrics still on device; fetched every log_every_steps
-  # Per-step metrics of a log interval cut by a preemption: saved with the checkpoint so that the
-  # resumed run writes the same rows as an uninterrupted one.
-  carried: list[dict] = list(meta.get('unlogged_metrics', [])) if meta else []
-  interval_start = time.perf_counter()
-  images_per_step = config.batch_size
-
-  def fetch_pending() -> list[dict]:
-    """The metrics of the steps since the last row; stops on a non-finite loss."""
-    nonlocal pending, carried
-    fetched = carried + [{k: float(v) for k, v in exp.host_metrics(m).items()}
-                         for m in jax.device_get(pending)]
-    pending, carried = [], []
-    for i, m in enumerate(fetched):
-      if not np.isfinite(m['loss']):
-        bad = step - len(fetched) + i + 1
-        ckpt.wait()
-        kept = (f'the last good checkpoint, step {last_saved}, is kept in {ckpt.directory}'
-                if last_saved is not None else 'no checkpoint was written')
-        raise NonFiniteLossError(
-            f"loss became {m['loss']} at step {bad} (epoch {(bad - 1) // spe}): training stopped; "
-            f'{kept}. Lower --config.learning_rate or check the data')
-    return fetched
-
-  def log_train(step: int) -> None:
-    """Writes the mean of the metrics of the steps since the last row."""
-    nonlocal interval_start
-    fetched = fetch_pending()
-    if not fetched:
-      return
-    elapsed = time.perf_counter() - interval_start
-    row = {'step': step, 'split': 'train', 'epoch': (step - 1) // spe}
-    row.update({k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]})
-    row['learning_rate'] = float(exp.schedule(step - 1))
-    row['images_per_sec'] = len(fetched) * images_per_step / max(elapsed, 1e-9)
-    row['wall_time'] = time.time()
-    writer.write(row)
-    progress.log(row)
-    interval_start = time.perf_counter()
-
-  def evaluate_and_log(step: int) -> dict:
-    # Regression: next to mae / mse, those of always predicting the mean train angle.
-    metrics = {**run_eval(exp, state), **exp.data.baseline}
-    row = {'step': step, 'split': 'eval', 'epoch': (step - 1) // spe, **metrics,
-           'wall_time': time.time()}
-    writer.write(row)
-    progress.log(row)
-    return metrics
-
-  def save(step: int, unlogged: list[dict] = ()) -> None:
-    nonlocal last_saved, last_save_time
-    meta = {'step': step, 'epoch': step // spe, 'steps_per_epoch': spe,
-            'unlogged_metrics': list(unlogged)}
-    ckpt.save(step, exp.host_state(state), meta)
-    last_saved, last_save_time = step, time.monotonic()
-
-  def interval_passed() -> bool:
-    """Is an epoch-end save due (``checkpoint_min_interval_s`` since the last one)? Process 0's
-    clock decides for every process."""
-    passed = time.monotonic() - last_save_time >= config.checkpoint_min_interval_s
-    if jax.process_count() > 1:
-      passed = bool(multihost_utils.broadcast_one_to_all(np.int32(passed)))
-    return passed
-
+  if meta is not None:
+    run.note({'resumed_from': str(ckpt.directory / str(start))}, epoch=start // spe)
+  last_eval = None
   preemption = _Preemption(ckpt)
-  step = start
   # The handler stays until the last checkpoint is written: a SIGTERM that lands after the last
   # step (or while that save finishes) lets the run end with exit 0 and everything saved.
   with preemption.installed():
     try:
       for epoch in range(start // spe, math.ceil(total / spe)):
         epoch_stop = min((epoch + 1) * spe, total)
-        for inputs in exp.feed.inputs(epoch, step - epoch * spe):
-          if step >= total:
+        for inputs in exp.feed.inputs(epoch, run.step - epoch * spe):
+          if run.step >= total:
             break
-          state, metrics = exp.feed.run(state, inputs, exp.dropout_rng)
-          pending.append(metrics)
-          step += 1
-          progress.step()
+          run.state, metrics = exp.feed.run(run.state, inputs, exp.dropout_rng)
+          run.pending.append(metrics)
+          run.step += 1
+          step = run.step
+          run.progress.step()
+          ckpt.check()  # a save that failed in the background stops the run now
           preempted = preemption(step)
           epoch_end = step == epoch_stop
           saving_every = (config.checkpoint_every_steps > 0
                           and step % config.checkpoint_every_steps == 0)
           # Rows fall at fixed steps whatever the clock says: the logs of a run are reproducible.
           if step % config.log_every_steps == 0 or epoch_end or saving_every:
-            log_train(step)
+            run.log_train()
           if epoch_end:
-            last_eval = evaluate_and_log(step)
-            interval_start = time.perf_counter()  # eval is not training throughput
+            last_eval = run.evaluate_and_log()
+            run.interval_start = time.perf_counter()  # eval is not training throughput
           save_due = (preempted or saving_every or step == total
-                      or (epoch_end and interval_passed()))
+                      or (epoch_end and run.interval_passed()))
           if save_due:  # a preemption between log steps carries the unlogged metrics along
-            save(step, unlogged=fetch_pending() if preempted else ())
-            interval_start = time.perf_counter()  # eval and saving are not training throughput
+            run.save(unlogged=run.fetch_pending() if preempted else ())
+            run.interval_start = time.perf_counter()  # eval and saving are not training throughput
           if preempted:
             ckpt.wait()
-            progress.log({'split': 'note', 'step': step, 'epoch': epoch,
-                          'preempted': f'SIGTERM: saved step {step}; rerun the command to resume'})
+            if preemption.interrupted:  # Ctrl-C: the CLI says so in one line, exit 130
+              return {'interrupted_at_step': step}
+            run.note({'preempted': f'SIGTERM: saved step {step}; rerun the command to resume'},
+                     epoch=epoch)
             return {'preempted_at_step': step}
       if last_eval is None:  # nothing left to train: report the restored state
-        last_eval = run_eval(exp, state)
-    finally:
+        last_eval = run_eval(exp, run.state)
       ckpt.wait()
-      ckpt.close()
+    finally:
+      # After an error (a failed save among them) the error that stopped the run is the one told.
+      with contextlib.suppress(Exception):
+        ckpt.wait()
+      with contextlib.suppress(Exception):
+        ckpt.close()
       writer.close()
-      progress.close()
-  return {'step': step, **last_eval}
+      run.progress.close()
+  return {'step': run.step, **last_eval}
+
+
+@dataclasses.dataclass
+class _Run:
+  """What the training loop carries from step to step, and its outputs: the running train state,
+  the step it is at, metrics not yet written, when it last saved."""
+
+  exp: Experiment
+  ckpt: checkpoint_lib.Checkpoints
+  writer: writers.MetricsWriter
+  progress: writers.Progress
+  state: state_lib.TrainState
+  step: int
+  last_saved: int | None  # the step of the last checkpoint (restored or written)
+  carried: list[dict]  # fetched per-step metrics of the current log interval (from a checkpoint)
+  pending: list = dataclasses.field(default_factory=list)  # per-step metrics still on device
+  last_save_time: float = dataclasses.field(default_factory=time.monotonic)  # restored = saved
+  interval_start: float = dataclasses.field(default_factory=time.perf_counter)
+
+  def note(self, fields: dict, epoch: int) -> None:
+    if jax.process_index() == 0:
+      self.progress.log({'split': 'note', 'step': self.step, 'epoch': epoch, **fields})
+
+  def fetch_pending(self) -> list[dict]:
+    """The metrics of the steps since the last row; stops on a non-finite loss."""
+    spe = self.exp.data.steps_per_epoch
+    fetched = self.carried + [{k: float(v) for k, v in self.exp.host_metrics(m).items()}
+                              for m in jax.device_get(self.pending)]
+    self.pending, self.carried = [], []
+    for i, m in enumerate(fetched):
+      if not np.isfinite(m['loss']):
+        bad = self.step - len(fetched) + i + 1
+        self.ckpt.wait()
+        kept = (f'the last checkpoint, step {self.last_saved}, is kept in {self.ckpt.directory} '
+                '(its digest, recorded at save, is checked on resume)'
+                if self.last_saved is not None else 'no checkpoint was written')
+        raise NonFiniteLossError(
+            f"loss became {m['loss']} at step {bad} (epoch {(bad - 1) // spe}): training stopped; "
+            f'{kept}. Lower --config.learning_rate or check the data')
+    return fetched
+
+  def log_train(self) -> None:
+    """Writes the mean of the metrics of the steps since the last row."""
+    fetched = self.fetch_pending()
+    if not fetched:
+      return
+    step, exp = self.step, self.exp
+    elapsed = time.perf_counter() - self.interval_start
+    row = {'step': step, 'split': 'train', 'epoch': (step - 1) // exp.data.steps_per_epoch}
+    row.update({k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]})
+    row['learning_rate'] = float(exp.schedule(step - 1))
+    row['images_per_sec'] = len(fetched) * exp.config.batch_size / max(elapsed, 1e-9)
+    row['wall_time'] = time.time()
+    self.writer.write(row)
+    self.progress.log(row)
+    self.interval_start = time.perf_counter()
+
+  def evaluate_and_log(self) -> dict:
+    # Regression: next to mae / mse, those of always predicting the mean train angle.
+    metrics = {**run_eval(self.exp, self.state), **self.exp.data.baseline}
+    epoch = (self.step - 1) // self.exp.data.steps_per_epoch
+    row = {'step': self.step, 'split': 'eval', 'epoch': epoch, **metrics,
+           'wall_time': time.time()}
+    self.writer.write(row)
+    self.progress.log(row)
+    return metrics
+
+  def save(self, unlogged: list[dict] = ()) -> None:
+    spe = self.exp.data.steps_per_epoch
+    meta = {'step': self.step, 'epoch': self.step // spe, 'steps_per_epoch': spe,
+            'unlogged_metrics': list(unlogged)}
+    self.ckpt.save(self.step, self.exp.host_state(self.state), meta)
+    self.last_saved, self.last_save_time = self.step, time.monotonic()
+
+  def interval_passed(self) -> bool:
+    """Is an epoch-end save due (``checkpoint_min_interval_s`` since the last one)? Process 0's
+    clock decides for every process."""
+    passed = (time.monotonic() - self.last_save_time
+              >= self.exp.config.checkpoint_min_interval_s)
+    if jax.process_count() > 1:
+      passed = bool(multihost_utils.broadcast_one_to_all(np.int32(passed)))
+    return passed
 
 
 def restore(workdir: str | epath.Path) -> tuple[Experiment, state_lib.TrainState, dict]:
@@ -334,7 +416,8 @@ def restore(workdir: str | epath.Path) -> tuple[Experiment, state_lib.TrainState
   if not config_path.exists():
     raise WorkdirError(f'{config_path} not found: {str(workdir)!r} is not a resflax run directory '
                        '(train one with `resflax train --config ... --workdir`)')
-  config = config_lib.from_saved(json.loads(config_path.read_text()))
+  config = config_lib.from_saved(
+      config_lib.read_json(config_path, fix='train again in a new --workdir'))
   parallel.initialize_distributed(config)
   exp = build(config)
   ckpt = checkpoint_lib.Checkpoints(workdir / 'checkpoints', create=False)

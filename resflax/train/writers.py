@@ -37,7 +37,7 @@ class MetricsWriter:
     if not self.enabled or not self.path.exists():
       return
     rows = []
-    for line in self.path.read_text().splitlines():
+    for line in read_text(self.path).splitlines():
       try:
         if json.loads(line)['step'] <= step:
           rows.append(line)
@@ -107,6 +107,15 @@ class _FlaxWriter:
 
 def _tensorboard_writer(logdir: epath.Path, remote: bool):
   return _FlaxWriter(logdir) if remote else _EventWriter(logdir)
+
+
+def read_text(path) -> str:
+  """A text file of a run (``metrics.jsonl``); one error naming it if it is not text."""
+  try:
+    return epath.Path(path).read_bytes().decode('utf-8')
+  except UnicodeDecodeError:
+    raise WorkdirError(f'{path} is not UTF-8 text: it is garbled; move it away (the run keeps '
+                       'going without its old rows) or use a new --workdir') from None
 
 
 def check_writable(workdir: epath.Path) -> None:
