@@ -28,24 +28,6 @@ USAGE_EXIT = 2
 INTERRUPT_EXIT = 130  # 128 + SIGINT (Ctrl-C)
 
 
-def _split_overrides(rest: list[str]) -> list[tuple[str, str]]:
-  """``--config.a.b=v`` or ``--config.a.b v`` -> ``[('a.b', 'v')]``; anything else is an error."""
-  from resflax.errors import ConfigError
-  overrides, i = [], 0
-  while i < len(rest):
-    arg = rest[i]
-    if not arg.startswith('--config.'):
-      raise ConfigError(f'unexpected argument {arg!r}: overrides look like --config.key=value')
-    key, sep, value = arg[len('--config.'):].partition('=')
-    if not sep:
-      if i + 1 >= len(rest) or rest[i + 1].startswith('--'):
-        raise ConfigError(f'--config.{key} has no value: write --config.{key}=VALUE')
-      value, i = rest[i + 1], i + 1
-    overrides.append((key, value))
-    i += 1
-  return overrides
-
-
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog='resflax', description=__doc__.split('\n\n')[0])
   sub = parser.add_subparsers(dest='command', required=True)
@@ -201,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
       print('eval ' + ' '.join(f'{k}={v:.4f}' if isinstance(v, float) else f'{k}={v}'
                                for k, v in metrics.items()))
       return 0
-    config = config_lib.from_args(args.config, _split_overrides(rest))
+    config = config_lib.from_args(args.config, config_lib.split_overrides(rest))
     if args.command == 'summary':
       print(_summary(config))
       return 0

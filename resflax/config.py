@@ -358,6 +358,23 @@ def override(config: ml_collections.ConfigDict, key: str, text: str) -> None:
     node[leaf] = _parse(key, text, node[leaf] if leaf in node else None)
 
 
+def split_overrides(rest: list[str]) -> list[tuple[str, str]]:
+  """``--config.a.b=v`` or ``--config.a.b v`` -> ``[('a.b', 'v')]``; anything else is an error."""
+  overrides, i = [], 0
+  while i < len(rest):
+    arg = rest[i]
+    if not arg.startswith('--config.'):
+      raise ConfigError(f'unexpected argument {arg!r}: overrides look like --config.key=value')
+    key, sep, value = arg[len('--config.'):].partition('=')
+    if not sep:
+      if i + 1 >= len(rest) or rest[i + 1].startswith('--'):
+        raise ConfigError(f'--config.{key} has no value: write --config.{key}=VALUE')
+      value, i = rest[i + 1], i + 1
+    overrides.append((key, value))
+    i += 1
+  return overrides
+
+
 def from_args(path: str, overrides: list[tuple[str, str]]) -> ml_collections.ConfigDict:
   """Loads ``path`` and applies ``[(key, text), ...]`` in order; returns a locked config."""
   config = load(path)

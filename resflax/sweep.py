@@ -15,6 +15,7 @@ overrides after the grid apply to every run. The studies in ``scripts/`` are bui
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 import dataclasses
 import itertools
 import re
@@ -112,16 +113,17 @@ def check(runs: list[Run]) -> None:
     config_lib.from_args(run.config, list(run.overrides))
 
 
-def run_all(runs: list[Run], *, in_process: bool = False) -> list[tuple[Run, int, float]]:
+def run_all(runs: list[Run], *,
+            main: Callable[[list[str]], int] | None = None) -> list[tuple[Run, int, float]]:
   """Runs each after the other; returns ``(run, exit code, seconds)``. A failed run does not stop
-  the others. ``in_process``: call ``resflax.cli.main`` here (saves the start-up of each process)."""
+  the others. ``main``: run each here by calling it with the arguments (``resflax.cli.main``;
+  saves the start-up of each process) instead of in a new process."""
   results = []
   for i, run in enumerate(runs, 1):
     print(f'[{i}/{len(runs)}] {run.command()}', flush=True)
     start = time.perf_counter()
-    if in_process:
-      from resflax import cli
-      code = cli.main(run.argv()[1:])
+    if main is not None:
+      code = main(run.argv()[1:])
     else:
       proc = subprocess.Popen([sys.executable, '-m', 'resflax.cli', *run.argv()[1:]])
       try:
@@ -135,7 +137,7 @@ def run_all(runs: list[Run], *, in_process: bool = False) -> list[tuple[Run, int
 
 
 def main(argv: list[str]) -> int:
-  from resflax import cli
+  from resflax import config as config_lib
   parser = argparse.ArgumentParser(prog='resflax sweep', description=__doc__.split('\n\n')[0])
   parser.add_argument('--config', required=True, help='an experiments/configs/*.py file')
   parser.add_argument('--root', required=True, help='parent directory of the run workdirs')
@@ -144,7 +146,7 @@ def main(argv: list[str]) -> int:
   parser.add_argument('--print-only', action='store_true',
                       help='print the commands (one per run) and run nothing')
   args, rest = parser.parse_known_args(argv)
-  runs = grid_runs(args.config, args.root, parse_grid(args.grid), cli._split_overrides(rest))
+  runs = grid_runs(args.config, args.root, parse_grid(args.grid), config_lib.split_overrides(rest))
   check(runs)
   print('\n'.join(run.command() for run in runs), flush=True)
   if args.print_only:

@@ -31,7 +31,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-from resflax import report, sweep  # pylint: disable=g-import-not-at-top
+from resflax import cli, report, sweep  # pylint: disable=g-import-not-at-top
 
 KINDS = {'plain': 'plain', 'resnet': 'residual (option A)', 'highway_resnet': 'highway',
          'dense_additive_resnet': 'dense-additive (seed In[7] sum)'}
@@ -499,7 +499,7 @@ def main(argv=None) -> int:
   if args.print_only:
     print('\n'.join(r.command() for r in runs))
     return 0
-  for run, code, _ in sweep.run_all(runs, in_process=True):
+  for run, code, _ in sweep.run_all(runs, main=cli.main):
     if code:
       print(f'warning: {run.workdir} failed (exit {code}); left out of the report', file=sys.stderr)
   if 'report' not in args.stages:

@@ -245,7 +245,7 @@ def main(argv=None) -> int:
   p.add_argument('overrides', nargs='*', help='--config.key=value for every run (after --)')
   args = p.parse_args(argv)
   from resflax import cli
-  common = [('progress', 'none'), *cli._split_overrides(args.overrides)]
+  common = [('progress', 'none'), *config_lib.split_overrides(args.overrides)]
   runs = {task: sweep.grid_runs(TASKS[task]['config'], f'{args.root}/{task}',
                                 [('model', [TASKS[task]['prefix'] + k for k in args.kinds]),
                                  ('seed', [str(s) for s in args.seeds])], common)
@@ -256,7 +256,7 @@ def main(argv=None) -> int:
     print('\n'.join(r.command() for r in all_runs))
     return 0
   if not args.report_only:
-    failed = [r for r, code, _ in sweep.run_all(all_runs, in_process=True) if code != 0]
+    failed = [r for r, code, _ in sweep.run_all(all_runs, main=cli.main) if code != 0]
     for r in failed:
       print(f'warning: {r.workdir} failed; left out of the report', file=sys.stderr)
   results = {task: {'accuracy': collect(task, rs), 'costs': measure(task, args.kinds, args.repeats)}

@@ -19,7 +19,7 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
-from resflax.data.pipeline import Augment
+from resflax.data.augment import Augment
 
 AUTO_MAX_BYTES = 1 << 30  # 'auto' keeps a train split of up to 1 GiB (uint8) on the device
 
