@@ -36,6 +36,21 @@ def run_cli(*args, env=None, timeout=600, check=False):
   return result
 
 
+def main_in_process(capsys, *args):
+  """``resflax ARGS`` in this process; returns (exit code, stdout, stderr)."""
+  from resflax import cli
+  code = cli.main([str(a) for a in args])
+  out = capsys.readouterr()
+  return code, out.out, out.err
+
+
+def error_line(err: str) -> str:
+  """The one ``resflax: error:`` line of ``err`` (asserted to be exactly one)."""
+  lines = [l for l in err.splitlines() if l.startswith('resflax: error:')]
+  assert len(lines) == 1, err
+  return lines[0]
+
+
 def read_metrics(workdir, drop_wall_clock=True):
   """The rows of ``workdir/metrics.jsonl``, without the fields that depend on the wall clock."""
   from resflax.train.writers import WALL_CLOCK_FIELDS

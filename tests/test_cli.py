@@ -7,23 +7,10 @@ import time
 
 import pytest
 
-from conftest import CONFIGS, read_metrics, run_cli, short_run_args
-from resflax import cli
+from conftest import (CONFIGS, error_line as _error_line, main_in_process as _main, read_metrics,
+                      run_cli, short_run_args)
 
 MLP = str(CONFIGS / 'mnist_resmlp.py')
-
-
-def _main(capsys, *args):
-  """``resflax ARGS`` in this process; returns (exit code, stdout, stderr)."""
-  code = cli.main([str(a) for a in args])
-  out = capsys.readouterr()
-  return code, out.out, out.err
-
-
-def _error_line(err: str) -> str:
-  lines = [l for l in err.splitlines() if l.startswith('resflax: error:')]
-  assert len(lines) == 1, err
-  return lines[0]
 
 
 def _tree_digest(path: pathlib.Path) -> str:

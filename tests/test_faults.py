@@ -6,13 +6,11 @@ bad config values and files, damaged and concurrently built array caches. The RE
 guarantees table names these tests.
 """
 
-import errno
 import hashlib
 import json
 import os
 import pathlib
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -21,23 +19,11 @@ import time
 import numpy as np
 import pytest
 
-from conftest import (CONFIGS, REPO, load_checkpoint, read_metrics, run_cli, short_run_args)
+from conftest import (CONFIGS, REPO, error_line as _error_line, load_checkpoint, main_in_process as
+                      _main, read_metrics, run_cli, short_run_args)
 from resflax import cli
 
 MLP = str(CONFIGS / 'mnist_resmlp.py')
-
-
-def _main(capsys, *args):
-  """``resflax ARGS`` in this process; returns (exit code, stdout, stderr)."""
-  code = cli.main([str(a) for a in args])
-  out = capsys.readouterr()
-  return code, out.out, out.err
-
-
-def _error_line(err: str) -> str:
-  lines = [l for l in err.splitlines() if l.startswith('resflax: error:')]
-  assert len(lines) == 1, err
-  return lines[0]
 
 
 def _tree_digest(path: pathlib.Path, skip=()) -> str:

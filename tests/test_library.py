@@ -254,8 +254,11 @@ def test_the_example_block_trains_evaluates_reports_and_predicts(data_dir, tmp_p
   table = (tmp_path / 'report' / 'report.md').read_text()
   params = int(re.search(r'trainable_params=(\d+)', summary.stdout).group(1))
   assert f'| my_block | my_block:GatedMLP | mnist_5k | 0 | {params:,} |' in table, report.stdout
-  # The same run from Python: predict on the test split agrees with eval's accuracy.
+  # The same run from Python: predict on the test split agrees with eval's accuracy. (Importing
+  # the example registers its preset: on a copy of the registry, undone after the test.)
   monkeypatch.syspath_prepend(str(EXAMPLE))
+  monkeypatch.setattr(models, 'MODELS', dict(models.MODELS))
+  monkeypatch.delitem(sys.modules, 'my_block', raising=False)
   run = resflax.load(workdir)
   test = tfds.as_numpy(tfds.builder('mnist_5k', data_dir=data_dir).as_dataset(
       'test', batch_size=-1))
