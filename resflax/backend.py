@@ -1,0 +1,78 @@
+"""XLA:CPU settings that resflax chooses for a run, and what a run records of them.
+
+jaxlib 0.10's XLA:CPU hands convolutions (forward, input gradient, kernel gradient) to YNNPACK
+(``__ynn_fusion`` custom calls in the compiled HLO). ``--xla_cpu_experimental_ynn_fusion_type=dot``
+keeps YNNPACK for matmuls and sends convolutions back to XLA's Eigen kernels, which train the
+convolutional seed and zoo models faster on the CPUs measured (README "Performance",
+``experiments/results/bench/cpu_backend.md``) and leave the MLPs as they were. ``configure()``
+adds that flag to ``XLA_FLAGS`` when the user has not set the flag themselves; it must run before
+JAX creates its CPU backend (XLA reads ``XLA_FLAGS`` once, then), so ``import resflax`` calls it.
+
+``RESFLAX_XLA_CPU_CONVS=ynnpack`` (or any value of the flag in ``XLA_FLAGS``) keeps jaxlib's own
+choice.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+YNN_FLAG = '--xla_cpu_experimental_ynn_fusion_type'
+EIGEN_CONVS = f'{YNN_FLAG}=dot'  # YNNPACK for dots only: convolutions go to Eigen
+ENV_OPT_OUT = 'RESFLAX_XLA_CPU_CONVS'  # 'ynnpack': leave XLA_FLAGS alone
+
+_state = {'added': False}
+
+
+def _backend_started() -> bool:
+  """Has JAX created a backend in this process already (so XLA_FLAGS is read and fixed)?"""
+  bridge = sys.modules.get('jax._src.xla_bridge')
+  return bool(bridge is not None and getattr(bridge, '_backends', None))
+
+
+def configure(environ=None) -> bool:
+  """Adds ``EIGEN_CONVS`` to ``XLA_FLAGS`` unless the user set ``YNN_FLAG`` (or opted out with
+  ``$RESFLAX_XLA_CPU_CONVS=ynnpack``) or JAX's backend already started. True if it added it.
+
+  A no-op on GPU/TPU: the flag only concerns XLA:CPU.
+  """
+  env = os.environ if environ is None else environ
+  flags = env.get('XLA_FLAGS', '')
+  if YNN_FLAG in flags or env.get(ENV_OPT_OUT, '').strip().lower() == 'ynnpack':
+    return False
+  if environ is None and _backend_started():
+    return False
+  env['XLA_FLAGS'] = f'{flags} {EIGEN_CONVS}'.strip()
+  if environ is None:
+    _state['added'] = True
+  return True
+
+
+def xla_cpu_convolutions(flags: str | None = None) -> str:
+  """'eigen' or 'ynnpack': where XLA:CPU sends convolutions under these ``XLA_FLAGS``."""
+  flags = os.environ.get('XLA_FLAGS', '') if flags is None else flags
+  value = None
+  for token in flags.split():
+    if token.startswith(YNN_FLAG + '='):
+      value = token.split('=', 1)[1]
+  if value is None:
+    return 'ynnpack'
+  items = value.split(',')
+  if all(i[:1] in '+-' for i in items if i):  # +x / -x edit jaxlib's default list
+    return 'eigen' if any(i.startswith('-') and 'conv' in i for i in items) else 'ynnpack'
+  return 'ynnpack' if any('conv' in i for i in items) else 'eigen'
+
+
+def describe(conv_impl: str | None = None) -> dict:
+  """What a run records (``model.json``'s ``backend``): the platform, XLA_FLAGS, where XLA:CPU's
+  convolutions go, whether resflax set the flag, and the convolution implementation in use."""
+  import jax  # pylint: disable=g-import-not-at-top
+  platform = jax.default_backend()
+  info = {'platform': platform, 'jax': jax.__version__,
+          'xla_flags': os.environ.get('XLA_FLAGS', ''),
+          'flags_set_by_resflax': _state['added']}
+  if platform == 'cpu':
+    info['xla_cpu_convolutions'] = xla_cpu_convolutions()
+  if conv_impl is not None:
+    info['conv_impl'] = conv_impl
+  return info
