@@ -48,6 +48,14 @@ def configure(environ=None) -> bool:
   return True
 
 
+def user_xla_flags() -> str:
+  """``XLA_FLAGS`` without what ``configure`` added (what a child process should start from)."""
+  flags = os.environ.get('XLA_FLAGS', '')
+  if _state['added']:
+    flags = ' '.join(t for t in flags.split() if t != EIGEN_CONVS)
+  return flags
+
+
 def xla_cpu_convolutions(flags: str | None = None) -> str:
   """'eigen' or 'ynnpack': where XLA:CPU sends convolutions under these ``XLA_FLAGS``."""
   flags = os.environ.get('XLA_FLAGS', '') if flags is None else flags

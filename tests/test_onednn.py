@@ -181,3 +181,18 @@ def test_onednn_runs_are_reproducible_and_resume_bit_exact(onednn_run, data_dir,
   same = jax.tree.map(np.array_equal, load_checkpoint(resumed / 'checkpoints' / '6'),
                       load_checkpoint(onednn_run / 'checkpoints' / '6'))
   assert all(jax.tree.leaves(same))
+
+
+@needs_onednn
+@pytest.mark.slow  # two short runs (~30 s)
+def test_persistent_compilation_cache_serves_the_custom_calls(data_dir, tmp_path):
+  """A rerun loads its steps (with their oneDNN custom calls) from JAX's persistent cache."""
+  env = {'RESFLAX_COMPILATION_CACHE': str(tmp_path / 'cache')}
+  args = lambda w: _cnn_args(data_dir, tmp_path / w, '--config.num_train_steps=2',
+                             '--config.conv_impl=onednn')
+  run_cli(*args('a'), env=env, check=True)
+  entries = sorted(p.name for p in (tmp_path / 'cache').iterdir())
+  assert entries
+  run_cli(*args('b'), env=env, check=True)
+  assert sorted(p.name for p in (tmp_path / 'cache').iterdir()) == entries  # all hits
+  assert read_metrics(tmp_path / 'a') == read_metrics(tmp_path / 'b')

@@ -38,6 +38,15 @@ CONFIG_FILES = {**{name: name for name in SEED_MODELS},
 LOOP_MODELS = ('mnist_resmlp', 'mnist_rescnn_deep')
 
 FRAMEWORKS = ('resflax', 'keras-tensorflow', 'keras-jax', 'pytorch')
+# resflax with other CPU convolution settings, timed next to its defaults ('resflax': the
+# experiment's conv_impl, 'auto', under resflax's XLA_FLAGS) on the models with convolutions:
+# name -> (environment for the worker, --config.conv_impl). resflax/backend.py, resflax/ops/onednn.py.
+RESFLAX_VARIANTS = {
+    'xla': ({'RESFLAX_XLA_CPU_CONVS': ''}, 'xla'),  # XLA's convolutions, resflax's flags (Eigen)
+    'xla-ynnpack': ({'RESFLAX_XLA_CPU_CONVS': 'ynnpack'}, 'xla'),  # jaxlib's own choice
+    'onednn': ({'RESFLAX_XLA_CPU_CONVS': ''}, 'onednn'),
+    'onednn-ynnpack': ({'RESFLAX_XLA_CPU_CONVS': 'ynnpack'}, 'onednn'),  # the rest on jaxlib's
+}
 KERAS_BACKENDS = {'keras-tensorflow': 'tensorflow', 'keras-jax': 'jax'}
 NUM_CLASSES = 10
 
@@ -63,6 +72,10 @@ def bench_config(name: str):
     config.optimizer, config.amsgrad, config.learning_rate = 'adam', True, 1e-3
     config.weight_decay, config.lr_schedule, config.warmup_epochs = 0.0, 'constant', 0.0
   return config
+
+
+def has_convolutions(name: str) -> bool:
+  return len(INPUTS[name][0]) == 3  # the image models; the MLPs take flat vectors
 
 
 def optimizer_name(config) -> str:
