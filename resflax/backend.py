@@ -1,12 +1,16 @@
 """XLA:CPU settings that resflax chooses for a run, and what a run records of them.
 
 jaxlib 0.10's XLA:CPU hands convolutions (forward, input gradient, kernel gradient) to YNNPACK
-(``__ynn_fusion`` custom calls in the compiled HLO). ``--xla_cpu_experimental_ynn_fusion_type=dot``
-keeps YNNPACK for matmuls and sends convolutions back to XLA's Eigen kernels, which train the
-convolutional seed and zoo models faster on the CPUs measured (README "Performance",
-``experiments/results/bench/cpu_backend.md``) and leave the MLPs as they were. ``configure()``
-adds that flag to ``XLA_FLAGS`` when the user has not set the flag themselves; it must run before
-JAX creates its CPU backend (XLA reads ``XLA_FLAGS`` once, then), so ``import resflax`` calls it.
+(``__ynn_fusion`` custom calls in the compiled HLO), where they train the convolutional seed and
+zoo models slower than XLA's Eigen kernels (x1.22 geometric mean over 8 models with
+``--xla_cpu_experimental_ynn_fusion_type=dot``; README "Performance",
+``experiments/results/bench/cpu_backend.md``). ``=dot`` also drops YNNPACK's other fusions
+(elementwise, reductions: 132 of 134 in a ResNet-20 step), which the rest of a step needs: with
+oneDNN convolutions (``conv_impl='auto'``) the step is faster without it. So resflax removes only
+the convolutions from jaxlib's list: ``=-individual_convolution`` (convolutions on Eigen, the
+compiled step otherwise jaxlib's own). ``configure()`` adds that flag to ``XLA_FLAGS`` when the
+user has not set the flag themselves; it must run before JAX creates its CPU backend (XLA reads
+``XLA_FLAGS`` once, then), so ``import resflax`` calls it.
 
 ``RESFLAX_XLA_CPU_CONVS=ynnpack`` (or any value of the flag in ``XLA_FLAGS``) keeps jaxlib's own
 choice.
@@ -18,7 +22,7 @@ import os
 import sys
 
 YNN_FLAG = '--xla_cpu_experimental_ynn_fusion_type'
-EIGEN_CONVS = f'{YNN_FLAG}=dot'  # YNNPACK for dots only: convolutions go to Eigen
+EIGEN_CONVS = f'{YNN_FLAG}=-individual_convolution'  # convolutions to Eigen, nothing else
 ENV_OPT_OUT = 'RESFLAX_XLA_CPU_CONVS'  # 'ynnpack': leave XLA_FLAGS alone
 
 _state = {'added': False}

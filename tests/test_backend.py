@@ -17,7 +17,10 @@ x, w = jnp.ones((64, 28, 28, 32)), jnp.ones((3, 3, 32, 64))
 f = lambda x, w: lax.conv_general_dilated(x, w, (1, 1), 'SAME',
                                           dimension_numbers=('NHWC', 'HWIO', 'NHWC')).sum()
 hlo = jax.jit(jax.grad(f, argnums=(0, 1))).lower(x, w).compile().as_text()
-print(repr(os.environ.get('XLA_FLAGS')), '__ynn_fusion' in hlo)
+a, b = jnp.ones((256, 512)), jnp.ones((512, 512))  # an MLP layer: YNNPACK's other fusions
+g = lambda a, b: jnp.sum(jax.nn.relu(a @ b) * 2.0 + 1.0)
+mlp = jax.jit(jax.grad(g, argnums=(0, 1))).lower(a, b).compile().as_text().count('__ynn_fusion')
+print(mlp, repr(os.environ.get('XLA_FLAGS')), '__ynn_fusion' in hlo)
 """
 
 
@@ -25,8 +28,9 @@ def _probe(**env):
   full = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', backend.ENV_OPT_OUT)}
   out = subprocess.run([sys.executable, '-c', PROBE], env={**full, **env}, capture_output=True,
                        text=True, timeout=300, check=True).stdout.strip().splitlines()[-1]
-  flags, ynn = out.rsplit(' ', 1)
-  return eval(flags), ynn == 'True'  # pylint: disable=eval-used
+  mlp, rest = out.split(' ', 1)
+  flags, ynn = rest.rsplit(' ', 1)
+  return int(mlp), eval(flags), ynn == 'True'  # pylint: disable=eval-used
 
 
 @pytest.mark.parametrize('env,flags,ynn', [
@@ -36,7 +40,12 @@ def _probe(**env):
     ({backend.ENV_OPT_OUT: 'ynnpack'}, None, True),  # opted out: jaxlib's own choice
 ])
 def test_flag_added_only_when_the_user_set_none(env, flags, ynn):
-  assert _probe(**env) == (flags, ynn)
+  assert _probe(**env)[1:] == (flags, ynn)
+
+
+def test_the_flag_moves_only_the_convolutions():
+  """The rest of a step keeps jaxlib's YNNPACK fusions (``=dot`` would drop them)."""
+  assert _probe()[0] == _probe(**{backend.ENV_OPT_OUT: 'ynnpack'})[0] > 0
 
 
 def test_configure_keeps_other_flags_and_reads_the_choice():
