@@ -1,6 +1,7 @@
 """oneDNN 2-D convolutions for XLA:CPU through the XLA FFI, and ``conv_impl``: which models use them.
 
-XLA:CPU's convolutions run at a third of oneDNN's rate on the CPUs measured (README "Performance").
+XLA:CPU's convolutions are x1.6 (geometric mean) slower than oneDNN's in whole train steps here (README
+"Performance").
 ``conv2d`` calls oneDNN (the library PyTorch and TensorFlow use on CPU) through three XLA FFI
 custom calls, forward, input gradient and kernel gradient (``onednn_conv.cc``), under a
 ``jax.custom_vjp`` whose backward pass is again made of them, so ``jax.jit``, ``jax.grad`` (of any
@@ -282,10 +283,10 @@ def _info(message: str) -> None:
 def resolve(conv_impl: str) -> str:
   """'xla' or 'onednn' for ``--config.conv_impl`` on this machine.
 
-  'auto' is oneDNN on a CPU run with one device in one process where it builds (measured faster
-  on every convolutional seed and zoo model, README "Performance"), XLA elsewhere (GPU/TPU, and
-  several CPU devices, where a custom call would gather the sharded batch). 'onednn' raises a
-  ConfigError where it cannot be built.
+  'auto' is oneDNN on a CPU run with one device where it builds (x1.6 geometric mean in train steps over
+  jaxlib's default on the convolutional seed and zoo models, README "Performance"), XLA elsewhere
+  (GPU/TPU, and several CPU devices, where a custom call would gather the sharded batch).
+  'onednn' raises a ConfigError where it cannot be built.
   """
   if conv_impl not in IMPLS:
     raise ConfigError(f"unknown --config.conv_impl={conv_impl!r}: use one of {', '.join(IMPLS)}")
