@@ -88,6 +88,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Mixed precision (GPU/TPU): 'bfloat16' computes activations in bf16; parameters, optimizer
   # state, BatchNorm statistics, the model's output and the loss stay float32.
   c.dtype = 'float32'
+  # Convolutions on CPU: 'auto' (oneDNN through the XLA FFI where it builds, resflax/ops/onednn.py;
+  # XLA elsewhere and on GPU/TPU) | 'xla' | 'onednn'. The same parameters and checkpoints.
+  c.conv_impl = 'auto'
   # Keep the train split on the device and build each batch there (resflax/train/feed.py): 'auto'
   # (a split of <= 1 GiB under jit) | 'on' | 'off' (tf.data). The same batches either way.
   c.data_on_device = 'auto'

@@ -86,3 +86,19 @@ def test_unknown_model_is_an_error():
   proc = subprocess.run([sys.executable, str(REPO / 'scripts' / 'bench.py'), '--models', 'nope'],
                         cwd=REPO, capture_output=True, text=True, timeout=120)
   assert proc.returncode != 0 and 'unknown model' in proc.stderr
+
+
+def test_resflax_variants_get_their_settings_and_rounds_their_median():
+  from resflax.bench import runner
+  args = runner._parser().parse_args(['--models', 'mnist_rescnn_deep'])
+  assert args.resflax_variants == ['xla']  # XLA's convolutions next to the defaults
+  cmd = runner._worker_args(args, 'resflax:onednn', 'mnist_rescnn_deep', 8, 'out.json')
+  assert cmd[cmd.index('--conv-impl') + 1] == 'onednn'
+  assert '--conv-impl' not in runner._worker_args(args, 'resflax', 'mnist_rescnn_deep', 8, 'o')
+  assert specs.RESFLAX_VARIANTS['xla-ynnpack'] == ({'RESFLAX_XLA_CPU_CONVS': 'ynnpack'}, 'xla')
+  assert specs.has_convolutions('resnet20') and not specs.has_convolutions('mnist_resmlp')
+  combined = runner.combine_rounds([{'step_ms': 3.0, 'mode': 'm'}, {'error': 'x'},
+                                    {'step_ms': 1.0}, {'step_ms': 2.0}])
+  assert combined['step_ms'] == 2.0 and combined['rounds_ms'] == [3.0, 1.0, 2.0]
+  assert combined['mode'] == 'm'
+  assert runner.combine_rounds([{'error': 'x'}]) == {'error': 'x'}

@@ -14,6 +14,7 @@ import os
 import pathlib
 import re
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,7 +26,7 @@ SECTIONS = ('matmul', 'pipeline', 'end-to-end', 'first-step')
 # Which module each framework needs (checked before running its workers).
 REQUIRES = {'resflax': 'jax', 'keras-tensorflow': 'keras', 'keras-jax': 'keras', 'pytorch': 'torch'}
 SHORT = {'resflax': 'resflax', 'keras-tensorflow': 'keras-tf', 'keras-jax': 'keras-jax',
-         'pytorch': 'pytorch'}
+         'pytorch': 'pytorch', **{f'resflax:{v}': f'resflax:{v}' for v in specs.RESFLAX_VARIANTS}}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,6 +41,15 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument('--frameworks', nargs='+', default=list(specs.FRAMEWORKS),
                  choices=specs.FRAMEWORKS, metavar='NAME',
                  help=f"default: all of {', '.join(specs.FRAMEWORKS)}")
+  p.add_argument('--resflax-variants', nargs='*', default=['xla'],
+                 choices=sorted(specs.RESFLAX_VARIANTS), metavar='NAME',
+                 help='also time resflax on the models with convolutions with these settings, next '
+                      "to its defaults (conv_impl='auto'): 'xla' (XLA's convolutions, resflax's "
+                      "XLA_FLAGS), 'xla-ynnpack' (jaxlib's own CPU convolutions), 'onednn' "
+                      "(default: xla; none: leave empty)")
+  p.add_argument('--rounds', type=int, default=1,
+                 help='time each model this many times, the frameworks taking turns (for a shared '
+                      'machine); each reports the median over the rounds (default 1)')
   p.add_argument('--repeats', type=int, default=5,
                  help='timed repeats per model and framework, after 2 warm-up steps; steps slower '
                       'than 1 s get at most 3 (default 5)')
@@ -57,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument('--worker-timeout', type=float, default=1800,
                  help='seconds before a worker is stopped and reported as failed (default 1800)')
   # Internal: one measurement in this process (the benchmark starts these itself).
-  p.add_argument('--worker', choices=sorted(workers.KINDS), help=argparse.SUPPRESS)
+  p.add_argument('--worker', help=argparse.SUPPRESS)
+  p.add_argument('--conv-impl', default='', help=argparse.SUPPRESS)
   p.add_argument('--model', help=argparse.SUPPRESS)
   p.add_argument('--out', help=argparse.SUPPRESS)
   p.add_argument('--matmul-size', type=int, default=2048, help=argparse.SUPPRESS)
@@ -88,6 +99,8 @@ def _worker_args(args, kind: str, model: str | None, batch_size: int, out: str) 
          '--data-dir', args.data_dir]
   if model:
     cmd += ['--model', model, '--batch-size', str(batch_size)]
+  if kind.startswith('resflax:'):
+    cmd += ['--conv-impl', specs.RESFLAX_VARIANTS[kind.split(':', 1)[1]][1]]
   return cmd
 
 
@@ -96,6 +109,11 @@ def run_worker(args, kind: str, model: str | None = None, batch_size: int = 0) -
   env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'}
   if kind in specs.KERAS_BACKENDS:
     env['KERAS_BACKEND'] = specs.KERAS_BACKENDS[kind]
+  if kind.startswith('resflax'):  # the worker chooses its own flags (resflax.backend)
+    from resflax import backend  # pylint: disable=g-import-not-at-top
+    env['XLA_FLAGS'] = backend.user_xla_flags()
+    if kind != 'resflax':
+      env.update(specs.RESFLAX_VARIANTS[kind.split(':', 1)[1]][0])
   with tempfile.TemporaryDirectory(prefix='resflax-bench-') as tmp:
     out = os.path.join(tmp, 'result.json')
     start = time.perf_counter()
@@ -111,6 +129,18 @@ def run_worker(args, kind: str, model: str | None = None, batch_size: int = 0) -
       result = json.load(f)
   result['process_s'] = time.perf_counter() - start
   return result
+
+
+def combine_rounds(results: list[dict]) -> dict:
+  """One result from a model's rounds: the first that ran, its ``step_ms`` the median of theirs
+  (each a median of repeats), with ``rounds_ms``; an error if none ran."""
+  ok = [r for r in results if 'step_ms' in r]
+  if not ok:
+    return results[-1]
+  out = dict(ok[0])
+  out['rounds_ms'] = [r['step_ms'] for r in ok]
+  out['step_ms'] = statistics.median(out['rounds_ms'])
+  return out
 
 
 def _log(message: str) -> None:
@@ -275,7 +305,8 @@ def format_report(report: dict) -> str:
   out.append('')
   out.append(_table(header, rows))
   out.append('')
-  modes = {fw: cell(models[0], fw).get('mode') for fw in frameworks if models}
+  modes = {fw: next((cell(m, fw)['mode'] for m in models if cell(m, fw).get('mode')), None)
+           for fw in frameworks}
   out.append('Timed as: ' + '; '.join(f'{SHORT[fw]}: {mode}' for fw, mode in modes.items() if mode)
              + '. Each model trains with the optimizer of its experiment config in every framework: '
              'Adam with AMSGrad (classifiers), plain Adam (steering); the zoo models, whose configs '
@@ -307,6 +338,13 @@ def format_report(report: dict) -> str:
     out.append(f"Time to first step of `{t['command']}` (in brackets: the whole process, with the "
                "eval and checkpoint after it): " + ', '.join(parts)
                + (f'; peak RSS {rss:.0f} MiB.' if rss else '.'))
+  for fw in frameworks:
+    b = next((cell(m, fw)['backend'] for m in models if cell(m, fw).get('backend')), None)
+    if b:
+      out.append(f"{SHORT[fw]}: XLA_FLAGS={b['xla_flags'] or '(none)'!r}, XLA:CPU convolutions "
+                 f"on {b.get('xla_cpu_convolutions', '-')}, conv_impl={b.get('conv_impl')}.")
+  if any(len(cell(m, fw).get('rounds_ms', ())) > 1 for m in models for fw in frameworks):
+    out.append('Each time is the median of the rounds, in which the frameworks took turns.')
   for note in report.get('notes', []):
     out.append(note)
   return '\n'.join(out)
@@ -325,7 +363,8 @@ def json_rows(report: dict) -> list[dict]:
                    'images_per_sec': bs / (r['step_ms'] / 1e3),
                    'gflops': flops / (r['step_ms'] / 1e3) / 1e9 if flops else None,
                    'first_step_s': r['first_step_s'], 'peak_rss_mb': r['peak_rss_mb'],
-                   'repeats_ms': r['repeats_ms'], 'device': r.get('device'), 'mode': r.get('mode')})
+                   'repeats_ms': r['repeats_ms'], 'device': r.get('device'), 'mode': r.get('mode'),
+                   'rounds_ms': r.get('rounds_ms'), 'backend': r.get('backend')})
   return rows
 
 
@@ -345,9 +384,12 @@ def main(argv: list[str] | None = None) -> int:
     args.skip = sorted(set(args.skip) | {'end-to-end', 'first-step'})
   models = _expand_models(args.models)
   frameworks = [f for f in specs.FRAMEWORKS if f in args.frameworks]
+  if 'resflax' in frameworks and any(specs.has_convolutions(m) for m in models):
+    at = frameworks.index('resflax') + 1
+    frameworks[at:at] = [f'resflax:{v}' for v in dict.fromkeys(args.resflax_variants)]
   notes = []
   for fw in list(frameworks):
-    if importlib.util.find_spec(REQUIRES[fw]) is None:
+    if importlib.util.find_spec(REQUIRES[fw.split(':')[0]]) is None:
       notes.append(f"{fw}: not run, {REQUIRES[fw]} is not installed (pip install -e '.[bench]').")
       frameworks.remove(fw)
   report = {'command': shlex.join(['resflax', 'bench', *(argv if argv is not None else sys.argv[1:])]),
@@ -370,12 +412,18 @@ def main(argv: list[str] | None = None) -> int:
   for model in models:
     bs = args.batch_size or specs.bench_config(model).batch_size
     report['batch_sizes'][model] = bs
-    for fw in frameworks:
-      r = record(run_worker(args, fw, model, bs))
-      report['steps'].setdefault(model, {})[fw] = r
-      status = f"{r['step_ms']:.2f} ms" if 'step_ms' in r else r['error']
-      _log(f"{model} (batch {bs}) {fw}: {status}  [load {os.getloadavg()[0]:.2f}, "
-           f"{time.perf_counter() - start:.0f} s]")
+    runs = {}
+    for round_ in range(max(1, args.rounds)):  # the frameworks take turns: the same load for all
+      for fw in frameworks:
+        if fw.startswith('resflax:') and not specs.has_convolutions(model):
+          continue
+        r = record(run_worker(args, fw, model, bs))
+        runs.setdefault(fw, []).append(r)
+        status = f"{r['step_ms']:.2f} ms" if 'step_ms' in r else r['error']
+        _log(f"{model} (batch {bs}) {fw}{f' round {round_ + 1}' if args.rounds > 1 else ''}: "
+             f"{status}  [load {os.getloadavg()[0]:.2f}, {time.perf_counter() - start:.0f} s]")
+    for fw, results in runs.items():
+      report['steps'].setdefault(model, {})[fw] = r = combine_rounds(results)
       if 'error' in r:
         notes.append(f'{model} / {fw}: {r["error"]}')
   loop_models = [m for m in specs.LOOP_MODELS if m in models]

@@ -38,6 +38,15 @@ CONFIG_FILES = {**{name: name for name in SEED_MODELS},
 LOOP_MODELS = ('mnist_resmlp', 'mnist_rescnn_deep')
 
 FRAMEWORKS = ('resflax', 'keras-tensorflow', 'keras-jax', 'pytorch')
+# resflax with other CPU convolution settings, timed next to its defaults ('resflax': the
+# experiment's conv_impl, 'auto', under resflax's XLA_FLAGS) on the models with convolutions:
+# name -> (environment for the worker, --config.conv_impl). resflax/backend.py, resflax/ops/onednn.py.
+RESFLAX_VARIANTS = {
+    'xla': ({'RESFLAX_XLA_CPU_CONVS': ''}, 'xla'),  # XLA's convolutions, resflax's flags (Eigen)
+    'xla-ynnpack': ({'RESFLAX_XLA_CPU_CONVS': 'ynnpack'}, 'xla'),  # jaxlib's own choice
+    'onednn': ({'RESFLAX_XLA_CPU_CONVS': ''}, 'onednn'),
+    'onednn-ynnpack': ({'RESFLAX_XLA_CPU_CONVS': 'ynnpack'}, 'onednn'),  # the rest on jaxlib's
+}
 KERAS_BACKENDS = {'keras-tensorflow': 'tensorflow', 'keras-jax': 'jax'}
 NUM_CLASSES = 10
 
@@ -69,6 +78,10 @@ def bench_config(name: str):
 def amsgrad(config) -> bool:
   """Whether the config's Keras Adam is AMSGrad (``bench_config`` always gives Keras Adam)."""
   return bool(config.optimizer_kwargs.get('amsgrad', False))
+
+
+def has_convolutions(name: str) -> bool:
+  return len(INPUTS[name][0]) == 3  # the image models; the MLPs take flat vectors
 
 
 def optimizer_name(config) -> str:

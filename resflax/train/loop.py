@@ -26,11 +26,13 @@ from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 
+from resflax import backend
 from resflax import config as config_lib
 from resflax import data as data_lib
 from resflax import models
 from resflax import parallel
 from resflax.errors import CheckpointError, ConfigError, NonFiniteLossError, WorkdirError
+from resflax.ops import onednn
 from resflax.train import checkpoint as checkpoint_lib
 from resflax.train import feed as feed_lib
 from resflax.train import state as state_lib
@@ -69,6 +71,10 @@ def _identity(x):
   return x
 
 
+def _with_apply_fn(create, apply_fn):
+  return lambda rng: create(rng).replace(apply_fn=apply_fn)
+
+
 def build(config: ml_collections.ConfigDict) -> Experiment:
   """Checks the config against the model and data, then builds them. Writes nothing."""
   if config.loss not in steps.LOSSES:
@@ -104,6 +110,9 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
   tx = state_lib.make_optimizer(config, data.steps_per_epoch)
   init_rng = jax.random.fold_in(jax.random.key(config.seed), INIT_TAG)
   create = functools.partial(state_lib.create_state, model, tx, data.input_shape)
+  conv_impl = onednn.resolve(config.get('conv_impl', 'auto'))
+  if conv_impl != 'xla':  # the steps call state.apply_fn: its nn.Conv layers then run on oneDNN
+    create = _with_apply_fn(create, onednn.route(model.apply, conv_impl))
   train = functools.partial(steps.train_step, loss=config.loss, axis_name=axis_name,
                             block_metrics=config.get('log_block_metrics', False))
   evaluate_ = functools.partial(steps.eval_step, loss=config.loss, axis_name=axis_name)
@@ -168,7 +177,9 @@ def write_model_info(workdir: epath.Path, exp: Experiment) -> None:
             'image_shape': list(exp.data.info.image_shape),
             'task': exp.data.info.task,
             'normalize_mean': None if normalization is None else normalization[0].tolist(),
-            'normalize_std': None if normalization is None else normalization[1].tolist()}
+            'normalize_std': None if normalization is None else normalization[1].tolist(),
+            # Where this run's convolutions ran: XLA_FLAGS, XLA:CPU's choice, conv_impl.
+            'backend': backend.describe(onednn.resolve(exp.config.get('conv_impl', 'auto')))}
     path, tmp = workdir / 'model.json', workdir / 'model.json.tmp'
     tmp.write_text(json.dumps(info) + '\n')
     tmp.replace(path)  # whole or not at all: a reader never sees half a file
