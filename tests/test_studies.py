@@ -138,7 +138,9 @@ def test_lesion_zero_branch_deletes_exactly_the_residual_branch():
   names = lesion.block_names(model, variables, x)
   assert names == ['block2', 'block3', 'block4']
   apply = jax.jit(lesion.gated_apply(model, names))
-  np.testing.assert_allclose(apply(variables, x, jnp.ones(3)), model.apply(variables, x), rtol=1e-6)
+  # Gates of 1 change nothing but XLA's fusion of the graph (float reassociation, ~1e-8 here).
+  np.testing.assert_allclose(apply(variables, x, jnp.ones(3)), model.apply(variables, x), rtol=1e-6,
+                             atol=1e-6)
   # Deleting block3 == its body's last BN outputting 0 (scale and offset 0): act(0 + A(x)).
   zeroed = flax.core.unfreeze(jax.tree.map(np.array, variables))
   zeroed['params']['block3']['body']['norm1'] = jax.tree.map(
