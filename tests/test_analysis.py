@@ -187,6 +187,10 @@ def test_landscape_grid_is_centred_on_the_loss_at_the_weights():
 def test_signal_of_a_linear_residual_net_is_the_hand_computed_one():
   s = _linear_subject(n=3, num=8, dim=6)
   result = signal_propagation.analyze(s, batch_size=5, jacobian_examples=2, top_k=3)
+  # Nothing in this net differs between train and eval mode.
+  eval_mode = signal_propagation.analyze(s, batch_size=5, jacobian_examples=2, top_k=3, train=False)
+  for a, b in zip(result['blocks'], eval_mode['blocks']):
+    assert a['channel_variance'] == pytest.approx(b['channel_variance'], rel=1e-6)
   x, n = s.images.astype(np.float64), s.images.shape[0]
   out = x.sum(-1) * (1 + A) ** 3
   for k, block in enumerate(result['blocks']):
@@ -221,6 +225,7 @@ def test_every_analysis_writes_json_and_png_for_a_resnet(tmp_path):
   assert path['path_counts'] == [1, 1] and all(g > 0 for g in path['gradient_by_length'])
   signal = json.loads((tmp_path / 'signal.json').read_text())
   assert [b['name'] for b in signal['blocks']] == ['block2', 'block3', 'block4']
+  assert signal['mode'] == 'train'  # BatchNorm on the batch's statistics, as 2101.08692 plots
   hess = json.loads((tmp_path / 'hessian.json').read_text())
   assert hess['top_eigenvalues'] == sorted(hess['top_eigenvalues'], reverse=True)
 
@@ -269,3 +274,21 @@ def test_every_analysis_from_the_cli_on_a_short_resnet_run(data_dir, tmp_path):
   assert init['source']['init'] and init['source']['step'] == 0
   trained = json.loads((tmp_path / 'out' / 'paths.json').read_text())
   assert init['gradient_by_length'] != trained['gradient_by_length']
+
+
+@pytest.mark.slow
+def test_skip_lab_study_quick(data_dir, tmp_path):
+  """scripts/skip_lab_study.py --quick: five tiny nets trained and analysed, one report."""
+  import subprocess
+  import sys
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  out = tmp_path / 'out'
+  subprocess.run([sys.executable, 'scripts/skip_lab_study.py', '--quick', '--root',
+                  str(tmp_path / 'runs'), '--out', str(out), '--data_dir', data_dir], cwd=repo,
+                 check=True, capture_output=True, text=True, timeout=1200)
+  rows = json.loads((out / 'results.json').read_text())
+  assert [r['net'] for r in rows] == ['resnet', 'plain', 'skipinit', 'fixup', 'batch_unbiased']
+  assert all('top_eigenvalue' in r for r in rows), rows
+  assert rows[1]['num_blocks'] == 0  # the plain net has no identity shortcut
+  assert (out / 'README.md').read_text().startswith('# The skip-connection lab')
+  assert (out / 'fixup' / 'paths.png').exists() and (out / 'skipinit' / 'init' / 'signal.png').exists()

@@ -39,8 +39,16 @@ class Subject:
   loss: str = 'softmax_cross_entropy'
   source: dict = dataclasses.field(default_factory=dict)  # where it came from, for the JSON
 
-  def apply(self, variables, x):
-    return self.model.apply(variables, x, train=False)
+  def apply(self, variables, x, *, train: bool = False, rng: jax.Array | None = None):
+    """The model's outputs for ``x``. ``train``: as in a training step (BatchNorm normalises with
+    the batch's statistics, whose updates are dropped; dropout and stochastic depth draw from
+    ``rng``)."""
+    if not train:
+      return self.model.apply(variables, x, train=False)
+    rng = jax.random.key(0) if rng is None else rng
+    out, _ = self.model.apply(variables, x, train=True, mutable=['batch_stats'],
+                              rngs={'dropout': rng, 'stochastic_depth': rng})
+    return out
 
   def per_example_loss(self, outputs, labels):
     from resflax.train import steps  # pylint: disable=g-import-not-at-top
@@ -88,26 +96,27 @@ def load_subject(workdir: str, *, num_examples: int = 1000, init: bool = False) 
 # ----------------------------------------------------------------------------------------------
 # Sums over the examples, in chunks.
 # ----------------------------------------------------------------------------------------------
-def chunks(subject: Subject, batch_size: int):
-  """``(x, y, w)`` chunks of ``batch_size`` examples (the last one zero-padded with weight 0), so
-  that a jitted function of a chunk compiles once."""
+def chunks(subject: Subject, batch_size: int, pad: bool = True):
+  """``(x, y, w)`` chunks of ``batch_size`` examples, the last one zero-padded with weight 0 so
+  that a jitted function of a chunk compiles once (``pad=False``: the last one shorter, for
+  functions in which the examples of a chunk meet, e.g. BatchNorm in train mode)."""
   n = subject.images.shape[0]
   size = min(batch_size, n)
   for start in range(0, n, size):
     x, y = subject.images[start:start + size], subject.labels[start:start + size]
     w = np.ones(x.shape[0], np.float32)
-    pad = size - x.shape[0]
-    if pad:
-      x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
-      y = np.concatenate([y, np.zeros((pad, *y.shape[1:]), y.dtype)])
-      w = np.concatenate([w, np.zeros(pad, np.float32)])
+    missing = size - x.shape[0] if pad else 0
+    if missing:
+      x = np.concatenate([x, np.zeros((missing, *x.shape[1:]), x.dtype)])
+      y = np.concatenate([y, np.zeros((missing, *y.shape[1:]), y.dtype)])
+      w = np.concatenate([w, np.zeros(missing, np.float32)])
     yield jnp.asarray(x), jnp.asarray(y), jnp.asarray(w)
 
 
-def chunked_sum(fn: Callable, subject: Subject, batch_size: int, *args) -> Any:
+def chunked_sum(fn: Callable, subject: Subject, batch_size: int, *args, pad: bool = True) -> Any:
   """``sum over chunks of fn(*args, x, y, w)`` (a pytree); ``fn`` should be jitted."""
   total = None
-  for x, y, w in chunks(subject, batch_size):
+  for x, y, w in chunks(subject, batch_size, pad):
     out = fn(*args, x, y, w)
     total = out if total is None else jax.tree.map(jnp.add, total, out)
   return total

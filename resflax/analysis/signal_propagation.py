@@ -3,7 +3,9 @@ the performance gap in unnormalized ResNets", arXiv:2101.08692 sec. 3, fig. 1), 
 and the Jacobian of each block.
 
 For each block (the modules named ``block<i>``; their outputs are the residual stream), over the
-examples in eval mode:
+examples in train mode by default, as Brock et al. draw their plots (BatchNorm normalises each
+chunk of ``batch_size`` examples with its own statistics, as in a training step; dropout draws
+from ``seed``); ``train=False``: in eval mode (BatchNorm's running statistics):
 
 - ``mean_squared``: the mean of ``x^2`` over examples, positions and channels;
 - ``channel_squared_mean``: the average over channels of the squared channel mean (Brock et al.'s
@@ -16,7 +18,7 @@ examples in eval mode:
   ``jax.vjp``, ``iterations`` rounds, then Rayleigh-Ritz).
 
 ``network_jacobian_singular_values``: all singular values of the whole net's Jacobian (outputs in
-the inputs) of each of those examples (``jax.jacrev``).
+the inputs) of each of those examples, one at a time in eval mode (``jax.jacrev``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 from resflax.analysis import common
 
 
-def _instrumented(subject: common.Subject, names: list[str]):
+def _instrumented(subject: common.Subject, names: list[str], train: bool, rng: jax.Array):
   """``f(variables, x, in_deltas, out_deltas) -> (outputs, block outputs)``: each block's input
   plus ``in_deltas[k]`` and its output plus ``out_deltas[k]`` (None: nothing added)."""
   index = {name: k for k, name in enumerate(names)}
@@ -50,7 +52,7 @@ def _instrumented(subject: common.Subject, names: list[str]):
       return out
 
     with nn.intercept_methods(intercept):
-      outputs = subject.apply(variables, x)
+      outputs = subject.apply(variables, x, train=train, rng=rng)
     return outputs, outs
 
   return forward
@@ -64,11 +66,13 @@ def _orthonormal(v: jax.Array) -> jax.Array:
 
 
 def analyze(subject: common.Subject, *, seed: int = 0, batch_size: int = 250,
-            jacobian_examples: int = 4, top_k: int = 4, iterations: int = 8) -> dict:
+            jacobian_examples: int = 4, top_k: int = 4, iterations: int = 8,
+            train: bool = True) -> dict:
   found = common.residual_blocks(subject)
   names = [b['name'] for b in found]
   n_total = subject.images.shape[0]
-  forward = _instrumented(subject, names)
+  rng = jax.random.key(seed)
+  forward = _instrumented(subject, names, train, rng)
   variables = subject.variables
 
   @jax.jit
@@ -92,7 +96,7 @@ def analyze(subject: common.Subject, *, seed: int = 0, batch_size: int = 250,
                      'grad_sq': jnp.sum(g * g)})
     return result
 
-  totals = common.chunked_sum(stats, subject, batch_size)
+  totals = common.chunked_sum(stats, subject, batch_size, pad=not train)
   per_block = []
   for blk, t in zip(found, totals):
     mean = np.asarray(t['sum'], np.float64) / float(t['count'])
@@ -137,13 +141,14 @@ def analyze(subject: common.Subject, *, seed: int = 0, batch_size: int = 250,
     per_block[k]['jacobian_singular_values'] = sorted(sv.tolist(), reverse=True)
 
   def net(xi):  # one example -> its outputs
-    return subject.apply(variables, xi[None])[0]
+    return subject.apply(variables, xi[None], train=False)[0]
 
   jac = jax.jit(jax.vmap(jax.jacrev(net)))(x)  # [m, outputs, *input]
   net_sv = [np.linalg.svd(np.asarray(j, np.float64).reshape(j.shape[0], -1),
                           compute_uv=False).tolist() for j in jac]
   return {'blocks': per_block, 'network_jacobian_singular_values': net_sv,
-          'jacobian_examples': m, 'seed': seed, 'iterations': iterations}
+          'jacobian_examples': m, 'seed': seed, 'iterations': iterations,
+          'mode': 'train' if train else 'eval', 'batch_size': batch_size}
 
 
 def plot(result: dict, out) -> list[str]:
