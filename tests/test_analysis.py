@@ -91,6 +91,25 @@ def test_path_gradients_of_a_linear_residual_net_are_the_hand_computed_ones():
   assert paths.effective_range(result['total_gradient_by_length'], 0.95) == (0, 3)
 
 
+@pytest.mark.parametrize('name, blocks, identity', [
+    ('mnist_resmlp', 3, 3), ('mnist_densesum_mlp', 3, 0), ('mnist_rescnn_deep', 19, 19),
+    ('resnet20', 9, 7), ('plain20', 9, 0), ('preact_resnet20', 9, 7), ('resnext29_2x8d', 9, 6),
+    ('highway_cifar19', 17, 14), ('shortcut_study_projection', 5, 3),
+    ('steering_shortcut_study_none', 5, 0)])
+def test_the_blocks_of_the_registered_models_are_found(name, blocks, identity):
+  """Seed replicas, the zoo and the shortcut-study nets: their block<i> modules, and which of them
+  are merge(body(x), x) (one abstract trace each)."""
+  from resflax import models
+  spec = models.get_spec(name)
+  model = models.build(name, num_outputs=10 if spec.task == 'classification' else 1)
+  shape = (8, 8, 3) if spec.any_image_size else spec.input_shape
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *shape)),
+                                                train=False))
+  s = analysis.Subject(model, variables, np.zeros((1, *shape), np.float32), np.zeros(1, np.int32))
+  found = analysis.common.residual_blocks(s)
+  assert (len(found), sum(b['identity_shortcut'] for b in found)) == (blocks, identity)
+
+
 def test_paths_are_deterministic_for_a_seed():
   """Blocks with different scales, so that which paths are drawn shows in the numbers."""
   s = _linear_subject(n=5)
