@@ -193,6 +193,7 @@ def test_landscape_grid_is_centred_on_the_loss_at_the_weights():
   result = landscape.analyze(s, profile_points=5, grid_points=3, batch_size=5)
   assert result['alphas'] == result['betas'] == [-1.0, 0.0, 1.0]
   assert np.shape(result['loss']) == (3, 3) and len(result['profile_loss']) == 5
+  assert result['evaluations'] == 9 + 2  # the profile's alphas -1, 0, 1 are the grid's
   outputs = s.apply(s.variables, jnp.asarray(s.images))
   mean = float(jnp.mean(s.per_example_loss(outputs, jnp.asarray(s.labels))))
   assert result['loss'][1][1] == pytest.approx(mean, rel=1e-5)
