@@ -684,3 +684,119 @@ class DenseNetTransition(nn.Module):
     if self.dropout is not None:
       x = self.dropout()(x)
     return nn.avg_pool(x, (2, 2), strides=(2, 2))
+
+
+# ----------------------------------------------------------------------------------------------
+# Normalisation-free residual nets (SkipInit, ReZero, Fixup), and BatchNorm as PyTorch keeps it.
+# ----------------------------------------------------------------------------------------------
+class SkipInitMerge(nn.Module):
+  """``shortcut + alpha * body`` with a learnable scalar ``alpha`` that starts at 0.
+
+  SkipInit (De & Smith 2020, arXiv:2002.10444 sec. 4): at initialisation every residual block is
+  its shortcut, so a deep net without normalisation trains; ReZero (Bachlechner et al. 2020,
+  arXiv:2003.04887 eq. 4) is the same ``x + alpha F(x)``. The merge ``'skipinit'`` of
+  ``resflax.parts``.
+  """
+
+  alpha_init: float = 0.0
+
+  @nn.compact
+  def __call__(self, body_out, shortcut_out):
+    alpha = self.param('alpha', nn.initializers.constant(self.alpha_init), ())
+    return shortcut_out + alpha.astype(body_out.dtype) * body_out
+
+
+class FixupMerge(nn.Module):
+  """``shortcut + (scale * body + bias)``: the multiplier (init 1) and the last scalar bias
+  (init 0) of a Fixup branch (Zhang et al. 2019, arXiv:1901.09321 sec. 3, "Fixup", rule 3). The
+  merge ``'fixup'`` of ``resflax.parts``; the branch itself is ``FixupBasicBody``."""
+
+  @nn.compact
+  def __call__(self, body_out, shortcut_out):
+    scale = self.param('scale', nn.initializers.ones, ()).astype(body_out.dtype)
+    bias = self.param('bias', nn.initializers.zeros, ()).astype(body_out.dtype)
+    return shortcut_out + scale * body_out + bias
+
+
+def fixup_scale(num_branches: int, layers_per_branch: int = 2) -> float:
+  """``L^(-1 / (2m - 2))``: Fixup's rescaling of a branch's layers (1901.09321 sec. 3, rule 2)
+  for ``L`` residual branches of ``m`` layers each."""
+  return float(num_branches) ** (-1.0 / (2 * layers_per_branch - 2))
+
+
+class FixupBasicBody(nn.Module):
+  """The Fixup basic branch without normalisation: ``conv1(x + b1a) -> act(. + b1b) ->
+  conv2(. + b2a)`` (1901.09321 sec. 3 and fig. 1; the authors' ``FixupBasicBlock``,
+  hongyi-zhang/Fixup ``cifar/models/fixup_resnet_cifar.py``), with scalar biases ``b``.
+
+  Rule 2: ``conv1`` starts He-normal (``conv``'s own init) times ``fixup_scale(num_branches)``;
+  ``conv2`` starts at zero, so the block is its shortcut at initialisation. The multiplier and the
+  last bias are the block's merge (``FixupMerge``). One difference from the authors' code: the
+  shortcut of a block that changes the shape sees ``x``, not ``x + b1a``.
+  """
+
+  features: int
+  strides: int = 1
+  num_branches: int = 1  # L, every residual branch of the net
+  conv: ModuleFactory = nn.Conv
+  norm: ModuleFactory | None = None  # refused: Fixup has no normalisation
+  act: Activation = nn.relu
+
+  @nn.compact
+  def __call__(self, x):  # [N, H, W, C] -> [N, H/s, W/s, features]
+    bias = lambda name: self.param(name, nn.initializers.zeros, ()).astype(x.dtype)
+    scale = fixup_scale(self.num_branches, 2)
+    he = nn.initializers.variance_scaling(2.0 * scale**2, 'fan_out', 'normal')
+    s = (self.strides, self.strides)
+    x = self.conv(self.features, (3, 3), strides=s, padding=1, kernel_init=he,
+                  name='conv0')(x + bias('bias0a'))
+    x = self.act(x + bias('bias0b'))
+    return self.conv(self.features, (3, 3), padding=1, kernel_init=nn.initializers.zeros,
+                     name='conv1')(x + bias('bias1a'))
+
+
+class BatchNormUnbiased(nn.Module):
+  """BatchNorm whose running variance tracks the *unbiased* batch variance, as PyTorch's
+  ``nn.BatchNorm2d`` and Torch7's ``nn.SpatialBatchNormalization`` (fb.resnet.torch) do:
+
+      running_var <- momentum * running_var + (1 - momentum) * var * n / (n - 1)
+
+  with ``n`` the number of values per channel in the (global) batch; the batch itself is
+  normalised with the biased variance, as there. ``nn.BatchNorm`` keeps the biased one. The same
+  fields and variables (``scale``, ``bias``; ``batch_stats`` ``mean``, ``var``) as
+  ``nn.BatchNorm``, torch's momentum 0.9 and epsilon 1e-5 by default. The norm
+  ``'batch_unbiased'`` of ``resflax.parts``.
+  """
+
+  use_running_average: bool | None = None
+  axis_name: str | None = None
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  dtype: Any = None
+
+  @nn.compact
+  def __call__(self, x, use_running_average: bool | None = None):
+    use_running_average = nn.merge_param('use_running_average', self.use_running_average,
+                                         use_running_average)
+    features = x.shape[-1]
+    axes = tuple(range(x.ndim - 1))
+    ra_mean = self.variable('batch_stats', 'mean', lambda: jnp.zeros(features, jnp.float32))
+    ra_var = self.variable('batch_stats', 'var', lambda: jnp.ones(features, jnp.float32))
+    scale = self.param('scale', nn.initializers.ones, (features,))
+    bias = self.param('bias', nn.initializers.zeros, (features,))
+    if use_running_average:
+      mean, var = ra_mean.value, ra_var.value
+    else:
+      x32 = jnp.asarray(x, jnp.float32)
+      mean, mean_sq = jnp.mean(x32, axes), jnp.mean(jnp.square(x32), axes)
+      n = math.prod(x.shape[:-1])
+      if self.axis_name is not None:
+        mean, mean_sq = jax.lax.pmean((mean, mean_sq), self.axis_name)
+        n = n * jax.lax.psum(1, self.axis_name)
+      var = jnp.maximum(mean_sq - jnp.square(mean), 0.0)
+      if not self.is_initializing():
+        unbiased = var * (n / max(n - 1, 1)) if isinstance(n, int) else var * n / (n - 1)
+        ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+        ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * unbiased
+    y = (jnp.asarray(x, jnp.float32) - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+    return y.astype(self.dtype or x.dtype)

@@ -8,6 +8,7 @@
   resflax export --workdir runs/steering --out exported/   # TF SavedModel + TFLite for a Donkeycar
   resflax bench --models mnist_resmlp --json bench.json     # step time vs Keras 3 and PyTorch
   resflax sweep --config C --root runs/s --grid seed=0,1,2  # runs one after another (or --print-only)
+  resflax analyze paths --workdir runs/q --out analysis/q   # paths | landscape | hessian | signal
 
 Bad input (a ``ResflaxError``) is printed as one line, ``resflax: error: ...``, with exit code 2
 (1 for a checkpoint that could not be saved). Ctrl-C saves the current step and exits 130.
@@ -51,6 +52,16 @@ def _parser() -> argparse.ArgumentParser:
   export.add_argument('--throttle', type=float, default=None,
                       help="also output this constant throttle (Donkeycar's KerasLinear layout)")
   export.add_argument('--no-tflite', dest='tflite', action='store_false', help='SavedModel only')
+  analyze = sub.add_parser('analyze', help='an instrument on a run: paths, landscape, hessian, '
+                           'signal (resflax.analysis)')
+  analyze.add_argument('kind', metavar='KIND', help='paths | landscape | hessian | signal')
+  analyze.add_argument('--workdir', required=True, help='run directory (resflax train --workdir)')
+  analyze.add_argument('--out', required=True, help='directory for KIND.json and the PNGs')
+  analyze.add_argument('--num_examples', type=int, default=1000,
+                       help='the first N examples of the evaluation split (default 1000)')
+  analyze.add_argument('--init', action='store_true',
+                       help='the model at initialisation instead of the latest checkpoint')
+  analyze.add_argument('--seed', type=int, default=0, help='seed of the random draws (default 0)')
   # Their own options (resflax bench --help, resflax sweep --help) are parsed by those modules.
   sub.add_parser('sweep', add_help=False,
                  help='an experiment over a grid of config values: runs them, prints the commands')
@@ -146,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
   from resflax.errors import ResflaxError
   args, rest = _parser().parse_known_args(argv)
   warnings.formatwarning = lambda message, category, *_: f'resflax: warning: {message}\n'
-  if args.command in ('train', 'eval', 'sweep', 'export', 'summary'):
+  if args.command in ('train', 'eval', 'sweep', 'export', 'summary', 'analyze'):
     enable_compilation_cache()
   try:
     if args.command == 'bench':
@@ -174,6 +185,16 @@ def main(argv: list[str] | None = None) -> int:
         raise ResflaxError(f'unexpected arguments {rest}: report takes RUN_DIR... --out DIR')
       from resflax import report
       print(report.report(args.runs, args.out))
+      return 0
+    if args.command == 'analyze':
+      if rest:
+        raise ResflaxError(f'unexpected arguments {rest}: analyze takes KIND --workdir --out '
+                           '[--num_examples N] [--init] [--seed S]')
+      from resflax import analysis
+      result = analysis.analyze(args.kind, args.workdir, args.out, num_examples=args.num_examples,
+                                init=args.init, seed=args.seed)
+      print(f"analyze {args.kind}: {os.path.join(args.out, args.kind + '.json')} "
+            f"{' '.join(result['figures'])} ({result['seconds']:.1f} s)")
       return 0
     if args.command == 'eval':
       if rest:

@@ -7,8 +7,9 @@ same module in ResNet-CIFAR, ResNeXt, the shortcut study and SteeringNet:
 
 - shortcuts (``SHORTCUTS``): ``identity``, ``zero_pad``, ``projection``, ``avgpool_projection``,
   ``pointwise_dense``, ``flatten_dense``, ``global_pool_dense``, ``none``;
-- merges (``MERGES``): ``add``, ``concat``, ``highway``, ``dense_additive``;
-- norms (``NORMS``): ``batch``, ``layer``, ``group``, ``none``;
+- merges (``MERGES``): ``add``, ``concat``, ``highway``, ``dense_additive``, ``skipinit``,
+  ``fixup``;
+- norms (``NORMS``): ``batch``, ``layer``, ``group``, ``none``, ``batch_unbiased``;
 - activations: any function of ``jax.nn`` by name (``relu``, ``gelu``, ``silu``, ...).
 
 Instead of a name, user code may pass a factory (a callable), which is used as the built-in parts
@@ -34,8 +35,8 @@ Part = Union[str, Callable[..., Any]]
 
 SHORTCUTS = ('identity', 'zero_pad', 'projection', 'avgpool_projection', 'pointwise_dense',
              'flatten_dense', 'global_pool_dense', 'none')
-MERGES = ('add', 'concat', 'highway', 'dense_additive')
-NORMS = ('batch', 'layer', 'group', 'none')
+MERGES = ('add', 'concat', 'highway', 'dense_additive', 'skipinit', 'fixup')
+NORMS = ('batch', 'layer', 'group', 'none', 'batch_unbiased')
 # The shortcuts with no parameters of their own.
 PARAMETER_FREE_SHORTCUTS = ('identity', 'zero_pad', 'none')
 
@@ -136,7 +137,11 @@ def merge(part: Part, *, gate: blocks.ModuleFactory = nn.Dense, gate_bias: float
     a 3x3 conv for 1507.06228's convolutional layers);
   - ``dense_additive``: block ``i`` outputs ``body(o_{i-1}) + sum_{j<i} o_j`` (seed 002 In[7]).
     The sum over every earlier output is the stack's business (``blocks.DenseAdditiveStack``,
-    ``ResNetCIFAR``); the merge itself is an addition, so this returns ``blocks.AddMerge``.
+    ``ResNetCIFAR``); the merge itself is an addition, so this returns ``blocks.AddMerge``;
+  - ``skipinit``: ``shortcut + alpha * body``, a scalar ``alpha`` starting at 0 (SkipInit,
+    2002.10444; ReZero, 2003.04887), for nets without normalisation (``norm='none'``);
+  - ``fixup``: ``shortcut + scale * body + bias`` (scalars, 1 and 0): the merge half of Fixup
+    (1901.09321); the model gives the block Fixup's branch (``blocks.FixupBasicBody``).
 
   A factory ``part`` is returned as it is.
   """
@@ -145,6 +150,10 @@ def merge(part: Part, *, gate: blocks.ModuleFactory = nn.Dense, gate_bias: float
     return part
   if part == 'highway':
     return functools.partial(blocks.HighwayMerge, gate=gate, gate_bias=gate_bias)
+  if part == 'skipinit':
+    return blocks.SkipInitMerge
+  if part == 'fixup':
+    return blocks.FixupMerge
   return blocks.ConcatMerge if part == 'concat' else blocks.AddMerge
 
 
@@ -163,7 +172,10 @@ def norm(part: Part, *, train: bool, axis_name: str | None = None, dtype: Any = 
   - ``layer``: ``nn.LayerNorm`` (1607.06450);
   - ``group``: ``blocks.GroupNorm``, ``gcd(groups, C)`` groups (1803.08494);
   - ``none``: no normalisation: ``blocks.Identity``, or ``None`` with ``optional`` (for the parts
-    whose norm is optional, e.g. ``blocks.ConvAct``, which then give their conv a bias).
+    whose norm is optional, e.g. ``blocks.ConvAct``, which then give their conv a bias);
+  - ``batch_unbiased``: ``blocks.BatchNormUnbiased``, BatchNorm whose running variance tracks the
+    unbiased batch variance, as PyTorch and Torch7 (fb.resnet.torch) do; torch's momentum 0.9 and
+    eps 1e-5 (``batch`` does not apply).
 
   A factory ``part`` is returned as it is (bind the train mode yourself).
   """
@@ -173,6 +185,9 @@ def norm(part: Part, *, train: bool, axis_name: str | None = None, dtype: Any = 
   if part == 'batch':
     return functools.partial(batch, use_running_average=not train, axis_name=axis_name,
                              dtype=dtype)
+  if part == 'batch_unbiased':
+    return functools.partial(blocks.BatchNormUnbiased, use_running_average=not train,
+                             axis_name=axis_name, dtype=dtype)
   if part == 'layer':
     return functools.partial(nn.LayerNorm, dtype=dtype)
   if part == 'group':

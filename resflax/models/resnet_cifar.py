@@ -65,6 +65,11 @@ class ResNetCIFAR(nn.Module):
   outputs ``act(body(o_{i-1}) + sum_{j<i} o_j)`` over the stage's earlier outputs ``o_j``, where
   ``o_0`` is the stage input through the shortcut. A block with no shortcut (``identity`` where the
   shape changes) is plain, whatever the merge.
+  Without normalisation (``norm='none'``): ``skipinit``, ``act(s(x) + alpha body(x))`` with a
+  scalar ``alpha`` starting at 0 (SkipInit 2002.10444, ReZero 2003.04887); ``fixup`` (Zhang et al.
+  2019, 1901.09321), Fixup's branch ``blocks.FixupBasicBody`` (scalar biases, the first conv
+  rescaled by ``L^(-1/2)`` for ``L`` blocks, the last one zero) with its multiplier and bias in the
+  merge, a scalar bias after the stem and before the classifier, whose weights start at zero.
 
   ``survival_prob_last < 1`` turns on stochastic depth (1603.09382 sec. 3): block ``l`` of ``L``
   keeps its residual branch with probability ``1 - l/L (1 - p_L)``.
@@ -76,7 +81,7 @@ class ResNetCIFAR(nn.Module):
   stage_features: Sequence[int] | None = None  # filters per stage, instead of width
   block_cls: blocks.ModuleFactory = blocks.ConvNormActConvNorm
   shortcut: parts.Part = 'zero_pad'
-  merge: parts.Part = 'add'  # 'add' | 'highway' | 'dense_additive'
+  merge: parts.Part = 'add'  # 'add' | 'highway' | 'dense_additive' | 'skipinit' | 'fixup'
   norm: parts.Part = 'batch'
   act: parts.Part = 'relu'
   survival_prob_last: float = 1.0  # p_L; 1.0: no stochastic depth
@@ -112,8 +117,19 @@ class ResNetCIFAR(nn.Module):
     dense = functools.partial(nn.Dense, dtype=self.dtype)
     act = parts.activation(self.act, where=where)
     merge = parts.merge(self.merge, gate=dense, gate_bias=-2.0,
-                        allowed=('add', 'highway', 'dense_additive'), where=where)
+                        allowed=('add', 'highway', 'dense_additive', 'skipinit', 'fixup'),
+                        where=where)
+    fixup = self.merge == 'fixup'
+    if fixup and (self.norm != 'none' or self.block_cls is not blocks.ConvNormActConvNorm):
+      raise ConfigError("ResNetCIFAR merge 'fixup' replaces normalisation: use norm='none' and "
+                        f'the basic block (got norm={self.norm!r})')
+    if fixup and self.shortcut in ('none', 'identity'):
+      raise ConfigError(f"ResNetCIFAR merge 'fixup' needs a shortcut in every block (its branches "
+                        f'start at zero), not {self.shortcut!r}: use zero_pad or projection')
+    scalar = lambda name: self.param(name, nn.initializers.zeros, ()).astype(self.dtype)
     x = conv(stage_features[0], (3, 3), padding=1, name='stem_conv')(x)
+    if fixup:
+      x = x + scalar('stem_bias')
     x = act(norm(name='stem_norm')(x))  # [N, H, W, 16]
     self.sow('intermediates', 'block1_output', x)
     survival = blocks.linear_decay_survival(sum(stage_sizes), self.survival_prob_last)
@@ -124,6 +140,9 @@ class ResNetCIFAR(nn.Module):
         strides = 2 if stage > 0 and b == 0 else 1
         body = functools.partial(self.block_cls, features, strides=strides, conv=conv, norm=norm,
                                  act=act)
+        if fixup:
+          body = functools.partial(blocks.FixupBasicBody, features, strides=strides,
+                                   num_branches=sum(stage_sizes), conv=conv, act=act)
         shortcut = parts.shortcut(self.shortcut, x.shape[-1], features, strides, conv=conv,
                                   norm=norm, dense=dense, where=where)
         name = f'block{i + 2}'
@@ -147,7 +166,10 @@ class ResNetCIFAR(nn.Module):
         i += 1
     x = jnp.mean(x, axis=(1, 2))  # global average pooling: [N, 64]
     self.sow('intermediates', 'pre_logits', x)
-    x = nn.Dense(self.num_outputs, dtype=self.dtype, name='logits')(x)
+    if fixup:  # 1901.09321 sec. 3 rule 1: the classifier starts at zero
+      x = x + scalar('pre_logits_bias')
+      dense = functools.partial(dense, kernel_init=nn.initializers.zeros)
+    x = dense(self.num_outputs, name='logits')(x)
     return jnp.asarray(x, jnp.float32)  # the loss is computed in float32
 
 

@@ -1,0 +1,103 @@
+"""The loss landscape around the weights (Li et al. 2018, "Visualizing the loss landscape of neural
+nets", arXiv:1712.09913 sec. 4-5).
+
+Random Gaussian directions ``d``, filter-normalised (sec. 4, eq. 1): each filter of ``d`` (a slice
+along a kernel's output axis, the last one of flax's conv ``[h, w, in, out]`` and Dense
+``[in, out]`` kernels) is rescaled to the norm of the same filter of the weights,
+``d_ij <- d_ij / ||d_ij|| * ||theta_ij||``. As in the paper's BatchNorm recipe, the directions are
+zero on the vector parameters (biases, BatchNorm scales and offsets) and BatchNorm's running
+statistics are kept as trained. The loss is the mean over the examples in eval mode at
+``theta + alpha d1`` (the 1-D profile) and ``theta + alpha d1 + beta d2`` (the 2-D grid).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from resflax.analysis import common
+
+
+def filter_normalized_direction(rng: jax.Array, params) -> dict:
+  """A Gaussian direction shaped as ``params``, filter-normalised; zero on 0-D / 1-D leaves."""
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(rng, len(leaves))
+  out = []
+  for key, p in zip(keys, leaves):
+    p = jnp.asarray(p, jnp.float32)
+    if p.ndim <= 1:
+      out.append(jnp.zeros_like(p))
+      continue
+    d = jax.random.normal(key, p.shape, jnp.float32)
+    axes = tuple(range(p.ndim - 1))  # one filter per output unit (the last axis)
+    d_norm = jnp.sqrt(jnp.sum(d * d, axis=axes, keepdims=True))
+    p_norm = jnp.sqrt(jnp.sum(p * p, axis=axes, keepdims=True))
+    out.append(d / (d_norm + 1e-10) * p_norm)
+  return jax.tree.unflatten(treedef, out)
+
+
+def analyze(subject: common.Subject, *, seed: int = 0, span: float = 1.0, profile_points: int = 17,
+            grid_points: int = 9, batch_size: int = 250) -> dict:
+  """The 1-D profile on ``profile_points`` alphas and the 2-D grid on ``grid_points`` x
+  ``grid_points`` (alpha, beta), both over ``[-span, span]``; a point the two share (the profile
+  is the grid's ``beta = 0`` line, refined) is evaluated once."""
+  params = subject.variables['params']
+  k1, k2 = jax.random.split(jax.random.key(seed))
+  d1 = filter_normalized_direction(k1, params)
+  d2 = filter_normalized_direction(k2, params)
+  loss = common.mean_loss_fn(subject)
+
+  @jax.jit
+  def loss_at(a, b, x, y, w):
+    moved = jax.tree.map(lambda p, u, v: p + a * u + b * v, params, d1, d2)
+    return loss(moved, x, y, w)
+
+  cache = {}
+
+  def total(a, b):
+    key = (round(float(a), 9), round(float(b), 9))
+    if key not in cache:
+      cache[key] = float(common.chunked_sum(loss_at, subject, batch_size, jnp.float32(a),
+                                            jnp.float32(b)))
+    return cache[key]
+
+  profile_alphas = np.linspace(-span, span, profile_points)
+  alphas = np.linspace(-span, span, grid_points)
+  betas = np.linspace(-span, span, grid_points)
+  profile = [total(a, 0.0) for a in profile_alphas]
+  grid = [[total(a, b) for b in betas] for a in alphas]
+  return {
+      'alphas': alphas.tolist(), 'betas': betas.tolist(),
+      'loss': [common.finite(row) for row in grid],  # loss[i][j] at (alphas[i], betas[j])
+      'profile_alphas': profile_alphas.tolist(), 'profile_loss': common.finite(profile),
+      'loss_at_weights': total(0.0, 0.0), 'seed': seed, 'evaluations': len(cache),
+      'directions': 'filter-normalised Gaussian, zero on biases and norm parameters (1712.09913)',
+  }
+
+
+def plot(result: dict, out) -> list[str]:
+  """``landscape_1d.png`` (the profile) and ``landscape_2d.png`` (contours, as 1712.09913 fig. 5)."""
+  plt = common.pyplot()
+  fig, ax = plt.subplots(figsize=(5, 3.6))
+  profile = np.asarray([np.nan if v is None else v for v in result['profile_loss']])
+  ax.plot(result['profile_alphas'], profile, 'o-')
+  ax.set(xlabel='alpha', ylabel='loss', title='loss along a filter-normalised direction')
+  fig.tight_layout()
+  one = f'{out}/landscape_1d.png'
+  fig.savefig(one, dpi=100)
+  plt.close(fig)
+  grid = np.asarray([[np.nan if v is None else v for v in row] for row in result['loss']])
+  fig, ax = plt.subplots(figsize=(5, 4.4))
+  b, a = np.meshgrid(result['betas'], result['alphas'])
+  finite = grid[np.isfinite(grid)]
+  levels = np.linspace(finite.min(), finite.max(), 20) if finite.size and np.ptp(finite) > 0 else 20
+  contour = ax.contour(a, b, grid, levels=levels)
+  ax.clabel(contour, fontsize=6)
+  ax.plot([0], [0], 'k+')
+  ax.set(xlabel='alpha', ylabel='beta', title='loss contours')
+  fig.tight_layout()
+  two = f'{out}/landscape_2d.png'
+  fig.savefig(two, dpi=100)
+  plt.close(fig)
+  return [one, two]
