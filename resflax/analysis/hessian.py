@@ -18,11 +18,14 @@ itself is never formed. From it:
 
 from __future__ import annotations
 
+import pathlib
+
 from jax.flatten_util import ravel_pytree
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from resflax import report
 from resflax.analysis import common
 
 
@@ -130,8 +133,5 @@ def plot(result: dict, out) -> list[str]:
     ax.axvline(value, color='tab:red', lw=0.6, alpha=0.6)
   ax.set(xlabel='eigenvalue', ylabel='density',
          title=f"Hessian spectrum (trace {result['trace']:.3g})")
-  fig.tight_layout()
-  path = f'{out}/hessian_density.png'
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  path = str(report.save_figure(fig, pathlib.Path(f'{out}/hessian_density.png')))
   return [path]

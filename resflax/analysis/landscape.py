@@ -12,10 +12,13 @@ statistics are kept as trained. The loss is the mean over the examples in eval m
 
 from __future__ import annotations
 
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from resflax import report
 from resflax.analysis import common
 
 
@@ -83,10 +86,7 @@ def plot(result: dict, out) -> list[str]:
   profile = np.asarray([np.nan if v is None else v for v in result['profile_loss']])
   ax.plot(result['profile_alphas'], profile, 'o-')
   ax.set(xlabel='alpha', ylabel='loss', title='loss along a filter-normalised direction')
-  fig.tight_layout()
-  one = f'{out}/landscape_1d.png'
-  fig.savefig(one, dpi=100)
-  plt.close(fig)
+  one = str(report.save_figure(fig, pathlib.Path(f'{out}/landscape_1d.png')))
   grid = np.asarray([[np.nan if v is None else v for v in row] for row in result['loss']])
   fig, ax = plt.subplots(figsize=(5, 4.4))
   b, a = np.meshgrid(result['betas'], result['alphas'])
@@ -96,8 +96,5 @@ def plot(result: dict, out) -> list[str]:
   ax.clabel(contour, fontsize=6)
   ax.plot([0], [0], 'k+')
   ax.set(xlabel='alpha', ylabel='beta', title='loss contours')
-  fig.tight_layout()
-  two = f'{out}/landscape_2d.png'
-  fig.savefig(two, dpi=100)
-  plt.close(fig)
+  two = str(report.save_figure(fig, pathlib.Path(f'{out}/landscape_2d.png')))
   return [one, two]

@@ -22,12 +22,14 @@ and are listed in ``skipped``.
 from __future__ import annotations
 
 import math
+import pathlib
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from resflax import report
 from resflax.analysis import common
 
 
@@ -129,8 +131,5 @@ def plot(result: dict, out) -> list[str]:
   axes[2].set(title='(c) total gradient by length', xlabel='path length',
               ylabel='total gradient magnitude')
   axes[2].legend()
-  fig.tight_layout()
-  path = f'{out}/paths.png'
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  path = str(report.save_figure(fig, pathlib.Path(f'{out}/paths.png')))
   return [path]

@@ -23,11 +23,14 @@ the inputs) of each of those examples, one at a time in eval mode (``jax.jacrev`
 
 from __future__ import annotations
 
+import pathlib
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from resflax import report
 from resflax.analysis import common
 
 
@@ -166,8 +169,5 @@ def plot(result: dict, out) -> list[str]:
                    label='Jacobian top singular value')
   axes[2].set(title='gradient norm, Jacobian', xlabel='block')
   axes[2].legend()
-  fig.tight_layout()
-  path = f'{out}/signal.png'
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  path = str(report.save_figure(fig, pathlib.Path(f'{out}/signal.png')))
   return [path]
