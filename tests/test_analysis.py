@@ -199,6 +199,19 @@ def test_landscape_grid_is_centred_on_the_loss_at_the_weights():
   assert result['loss'][1][1] == pytest.approx(mean, rel=1e-5)
   assert result['profile_loss'][2] == pytest.approx(mean, rel=1e-5)
   assert result['loss_at_weights'] == pytest.approx(mean, rel=1e-5)
+  assert result['nonconvexity'] is not None
+
+
+def test_landscape_nonconvexity_is_zero_on_a_bowl_and_positive_on_a_saddle():
+  a = b = np.linspace(-1.0, 1.0, 7)
+  aa, bb = np.meshgrid(a, b, indexing='ij')
+  bowl = landscape.nonconvexity(a, b, aa**2 + 3 * bb**2 + aa * bb)
+  assert bowl == {'nonconvexity': 0.0, 'nonconvex_fraction': 0.0}
+  saddle = landscape.nonconvexity(a, b, aa**2 - 0.5 * bb**2)
+  assert saddle['nonconvexity'] == pytest.approx(0.5) and saddle['nonconvex_fraction'] == 1.0
+  holes = aa**2 - 0.5 * bb**2
+  holes[3, 3] = np.nan  # a diverged point leaves out the 9 patches that hold it
+  assert landscape.nonconvexity(a, b, holes)['nonconvex_fraction'] == 1.0
 
 
 # ----------------------------------------------------------------------------------------------

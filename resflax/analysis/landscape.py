@@ -71,12 +71,39 @@ def analyze(subject: common.Subject, *, seed: int = 0, span: float = 1.0, profil
   profile = [total(a, 0.0) for a in profile_alphas]
   grid = [[total(a, b) for b in betas] for a in alphas]
   return {
+      **nonconvexity(alphas, betas, np.asarray(grid, np.float64)),
       'alphas': alphas.tolist(), 'betas': betas.tolist(),
       'loss': [common.finite(row) for row in grid],  # loss[i][j] at (alphas[i], betas[j])
       'profile_alphas': profile_alphas.tolist(), 'profile_loss': common.finite(profile),
       'loss_at_weights': total(0.0, 0.0), 'seed': seed, 'evaluations': len(cache),
       'directions': 'filter-normalised Gaussian, zero on biases and norm parameters (1712.09913)',
   }
+
+
+def nonconvexity(alphas: np.ndarray, betas: np.ndarray, loss: np.ndarray) -> dict:
+  """How far the surface is from convex, in the plane of the two directions (1712.09913 sec. 6,
+  fig. 7 maps |lambda_min / lambda_max| of the Hessian; here of the 2x2 Hessian of the plotted
+  surface, by central differences at each interior grid point). ``nonconvexity``: the mean over
+  those points of ``max(0, -lambda_min) / |lambda_max|`` (0 for a convex surface);
+  ``nonconvex_fraction``: the fraction of points with a negative eigenvalue. ``loss``:
+  ``[len(alphas), len(betas)]``; non-finite points are left out."""
+  ha, hb = float(alphas[1] - alphas[0]), float(betas[1] - betas[0])
+  ratios = []
+  for i in range(1, loss.shape[0] - 1):
+    for j in range(1, loss.shape[1] - 1):
+      patch = loss[i - 1:i + 2, j - 1:j + 2]
+      if not np.all(np.isfinite(patch)):
+        continue
+      faa = (patch[2, 1] - 2 * patch[1, 1] + patch[0, 1]) / ha**2
+      fbb = (patch[1, 2] - 2 * patch[1, 1] + patch[1, 0]) / hb**2
+      fab = (patch[2, 2] - patch[2, 0] - patch[0, 2] + patch[0, 0]) / (4 * ha * hb)
+      lo, hi = np.linalg.eigvalsh(np.array([[faa, fab], [fab, fbb]]))
+      top = max(abs(lo), abs(hi))
+      ratios.append(max(0.0, -lo) / top if top > 0 else 0.0)
+  if not ratios:
+    return {'nonconvexity': None, 'nonconvex_fraction': None}
+  return {'nonconvexity': float(np.mean(ratios)),
+          'nonconvex_fraction': float(np.mean(np.asarray(ratios) > 0))}
 
 
 def plot(result: dict, out) -> list[str]:
