@@ -156,12 +156,14 @@ def steering_recipe(model: str) -> ml_collections.ConfigDict:
 
 
 def cifar10_paper_recipe(model: str, *, num_epochs: int, lr_boundaries_epochs: tuple[int, ...],
-                         weight_decay: float, nesterov: bool,
-                         batch_size: int = 128) -> ml_collections.ConfigDict:
+                         weight_decay: float, nesterov: bool, batch_size: int = 128,
+                         norm: str | None = None) -> ml_collections.ConfigDict:
   """The CIFAR-10 recipe that the ResNet-era papers share (1512.03385 sec. 4.2 and its followers):
   SGD with momentum 0.9 at lr 0.1, divided by 10 at ``lr_boundaries_epochs``; 4-pixel zero padding
   + random 32x32 crop, horizontal flip, per-channel normalisation; train on all 50k, test on 10k.
-  The family configs (experiments/configs/*_cifar.py) differ only in the arguments."""
+  The family configs (experiments/configs/*_cifar.py) differ only in the arguments. ``norm``: the
+  models' ``model_kwargs.norm``: ``'batch_unbiased'`` for the recipes whose reference code ran on
+  Torch7 / PyTorch / Caffe, whose BatchNorm keeps the unbiased running variance."""
   c = base_config()
   c.model = model
   c.dataset = 'cifar10'
@@ -179,6 +181,8 @@ def cifar10_paper_recipe(model: str, *, num_epochs: int, lr_boundaries_epochs: t
   c.lr_boundaries_epochs = tuple(lr_boundaries_epochs)
   c.lr_decay = 0.1
   c.loss = 'softmax_cross_entropy'
+  if norm is not None:
+    c.model_kwargs.norm = norm
   return c
 
 

@@ -154,3 +154,26 @@ def test_norm_free_nets_train_one_step():
     if kwargs.get('merge') == 'fixup':
       assert np.any(grads['logits']['kernel'])
   assert all(np.isfinite(v) for v in losses.values()), losses
+
+
+@pytest.mark.parametrize('name', ['resnet_cifar', 'preact_resnet_cifar', 'resnext_cifar',
+                                  'densenet_cifar', 'stochastic_depth_cifar'])
+def test_torch_era_recipes_keep_the_unbiased_running_variance(name):
+  """The recipes whose reference code ran on Torch7 / PyTorch build their BatchNorms as there."""
+  from resflax import config as config_lib, models  # pylint: disable=g-import-not-at-top
+  config = config_lib.load(f'experiments/configs/{name}.py')
+  model = models.from_config(config, num_outputs=10)
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((2, 32, 32, 3)),
+                                                train=False))
+  calls = []
+
+  def spy(next_fun, args, kwargs, context):
+    calls.append(type(context.module).__name__)
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(spy):
+    jax.eval_shape(lambda v: model.apply(v, jnp.zeros((2, 32, 32, 3)), train=True,
+                                         mutable=['batch_stats'],
+                                         rngs={'dropout': jax.random.key(1),
+                                               'stochastic_depth': jax.random.key(2)}), variables)
+  assert 'BatchNormUnbiased' in calls and 'BatchNorm' not in calls

@@ -31,4 +31,5 @@ from resflax.config import cifar10_paper_recipe
 
 def get_config():
   return cifar10_paper_recipe('densenet_bc22_k12', num_epochs=300, lr_boundaries_epochs=(150, 225),
-                              weight_decay=1e-4, nesterov=True, batch_size=64)
+                              weight_decay=1e-4, nesterov=True, batch_size=64,
+                              norm='batch_unbiased')  # unbiased running variance: the authors' Torch7 code

@@ -29,4 +29,5 @@ from resflax.config import cifar10_paper_recipe
 
 def get_config():
   return cifar10_paper_recipe('preact_resnet20', num_epochs=164, lr_boundaries_epochs=(82, 123),
-                              weight_decay=1e-4, nesterov=False)
+                              weight_decay=1e-4, nesterov=False,
+                              norm='batch_unbiased')  # unbiased running variance: fb.resnet.torch (Torch7)

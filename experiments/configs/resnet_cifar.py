@@ -37,4 +37,5 @@ from resflax.config import cifar10_paper_recipe
 
 def get_config():
   return cifar10_paper_recipe('resnet56', num_epochs=164, lr_boundaries_epochs=(82, 123),
-                              weight_decay=1e-4, nesterov=False)
+                              weight_decay=1e-4, nesterov=False,
+                              norm='batch_unbiased')  # unbiased running variance, as PyTorch

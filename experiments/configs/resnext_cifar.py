@@ -25,4 +25,5 @@ from resflax.config import cifar10_paper_recipe
 
 def get_config():
   return cifar10_paper_recipe('resnext29_2x8d', num_epochs=300, lr_boundaries_epochs=(150, 225),
-                              weight_decay=5e-4, nesterov=True)
+                              weight_decay=5e-4, nesterov=True,
+                              norm='batch_unbiased')  # unbiased running variance: fb.resnet.torch (Torch7)

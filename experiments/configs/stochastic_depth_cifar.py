@@ -32,4 +32,5 @@ from resflax.config import cifar10_paper_recipe
 
 def get_config():
   return cifar10_paper_recipe('resnet20_stochastic_depth', num_epochs=500, lr_boundaries_epochs=(250, 375),
-                              weight_decay=1e-4, nesterov=True)
+                              weight_decay=1e-4, nesterov=True,
+                              norm='batch_unbiased')  # unbiased running variance: the authors' Torch7 code
