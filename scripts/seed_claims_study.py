@@ -197,7 +197,48 @@ def _decay(summary):
   return g[0] / g[-1] if g and g[-1] else float('nan')
 
 
-def verdicts(deg: dict, seeds: dict, lesions: dict, depths) -> list[dict]:
+LAB_RESULTS = (pathlib.Path(__file__).resolve().parents[1] / 'experiments' / 'results' / 'skip_lab'
+               / 'results.json')
+
+
+def lab_verdict(path: pathlib.Path) -> dict | None:
+  """The skip-connection lab's verdict on "2-3 layers long while training" (Veit et al. 2016,
+  1605.06431 sec. 4, on trained ResNet-56s), or None where the lab has not been run."""
+  try:
+    return json.loads(path.read_text())['sections']['paths']['verdict']
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+
+
+def two_to_three_layers(d: dict | None, hi: int, lab_results: pathlib.Path) -> dict | None:
+  """Seed 002's "effectively a network that is 2-3 layers long while training": graded by the
+  skip-connection lab with Veit et al.'s path lengths (``scripts/skip_lab_study.py``) when its
+  results are there; the per-block update ratios of the ``hi``-layer ResNet (``d``) are kept as a
+  second view (and are the verdict where the lab has not been run)."""
+  proxy = None
+  if d and d['early_update_ratio']:
+    u = np.asarray(d['early_update_ratio'])
+    active = int(np.sum(u > 0.1 * u.max()))
+    proxy = {'verdict': 'supported' if active <= 3 else 'not supported',
+             'rule': f'{hi}-layer residual net, mean update/parameter norm ratio per block over '
+                     'steps 2-11: supported if at most 3 blocks update at more than a tenth of the '
+                     'largest block\'s rate (the others as good as frozen).',
+             'numbers': f'{active} of {len(u)} blocks above a tenth of the largest ratio; ratios '
+                        f'min {u.min():.2e}, median {np.median(u):.2e}, max {u.max():.2e}'}
+  lab = lab_verdict(lab_results)
+  claim = ('"During the initial training steps it will only have to [make] weight and bias '
+           'updates for the layers it is currently training ... effectively a network that is 2-3 '
+           'layers long while training."')
+  if lab:
+    return {'claim': claim, 'verdict': lab['verdict'],
+            'rule': f"{lab['rule']} (the skip-connection lab, experiments/results/skip_lab)",
+            'numbers': lab['numbers'] + (
+                f"; update ratios ({proxy['verdict']}): {proxy['numbers']}" if proxy else '')}
+  return {'claim': claim, **proxy} if proxy else None
+
+
+def verdicts(deg: dict, seeds: dict, lesions: dict, depths,
+             lab_results: pathlib.Path = LAB_RESULTS) -> list[dict]:
   out = []
   lo, hi = min(depths), max(depths)
   # 1. Vanishing gradients.
@@ -302,20 +343,9 @@ def verdicts(deg: dict, seeds: dict, lesions: dict, depths) -> list[dict]:
                            + (f"; plain net, one block skipped: mean {statistics.mean(plain_single):.3f}"
                               f" (intact {plain['intact']:.3f})" if plain_single else '')})
   # 5. "Only has to train 2-3 layers at a time".
-  d = deg.get('resnet', {}).get(hi)
-  if d and d['early_update_ratio']:
-    u = np.asarray(d['early_update_ratio'])
-    active = int(np.sum(u > 0.1 * u.max()))
-    verdict = 'supported' if active <= 3 else 'not supported'
-    out.append({'claim': '"During the initial training steps it will only have to [make] weight and '
-                         'bias updates for the layers it is currently training ... effectively a '
-                         'network that is 2-3 layers long while training."',
-                'verdict': verdict,
-                'rule': f'{hi}-layer residual net, mean update/parameter norm ratio per block over '
-                        'steps 2-11: supported if at most 3 blocks update at more than a tenth of the '
-                        'largest block\'s rate (the others as good as frozen).',
-                'numbers': f'{active} of {len(u)} blocks above a tenth of the largest ratio; ratios '
-                           f'min {u.min():.2e}, median {np.median(u):.2e}, max {u.max():.2e}'})
+  row = two_to_three_layers(deg.get('resnet', {}).get(hi), hi, lab_results)
+  if row:
+    out.append(row)
   # 6. CNNs better than MLPs on images.
   m, c = report.mean_std(seeds.get('resmlp', {}).get('accuracy', [])), dp
   if m[0] == m[0] and c[0] == c[0]:

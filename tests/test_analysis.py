@@ -311,17 +311,40 @@ def test_every_analysis_from_the_cli_on_a_short_resnet_run(data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_skip_lab_study_quick(data_dir, tmp_path):
-  """scripts/skip_lab_study.py --quick: five tiny nets trained and analysed, one report."""
+  """scripts/skip_lab_study.py --quick: tiny nets of the seven families trained, every section
+  analysed, one report; a second call resumes (reads the analyses back, trains nothing)."""
   import subprocess
   import sys
   repo = pathlib.Path(__file__).resolve().parents[1]
   out = tmp_path / 'out'
-  subprocess.run([sys.executable, 'scripts/skip_lab_study.py', '--quick', '--root',
-                  str(tmp_path / 'runs'), '--out', str(out), '--data_dir', data_dir], cwd=repo,
-                 check=True, capture_output=True, text=True, timeout=1200)
-  rows = json.loads((out / 'results.json').read_text())
-  assert [r['net'] for r in rows] == ['resnet', 'plain', 'skipinit', 'fixup', 'batch_unbiased']
-  assert all('top_eigenvalue' in r for r in rows), rows
-  assert rows[1]['num_blocks'] == 0  # the plain net has no identity shortcut
-  assert (out / 'README.md').read_text().startswith('# The skip-connection lab')
-  assert (out / 'fixup' / 'paths.png').exists() and (out / 'skipinit' / 'init' / 'signal.png').exists()
+  command = [sys.executable, 'scripts/skip_lab_study.py', '--quick', '--root',
+             str(tmp_path / 'runs'), '--out', str(out), '--data_dir', data_dir]
+  subprocess.run(command, cwd=repo, check=True, capture_output=True, text=True, timeout=1800)
+  results = json.loads((out / 'results.json').read_text())
+  sections = results['sections']
+  assert not any(results['exit_codes'].values()), results['exit_codes']
+  paths = sections['paths']
+  assert [r['net'] for r in paths['rows']] == [
+      'resnet14_init', 'resnet14_s0', 'resnet14_s1', 'resnet20_s0']
+  assert paths['verdict']['verdict'], paths['verdict']
+  assert all(r['num_blocks'] > 0 and r['skipped'] for r in paths['rows'])  # 2 strided blocks
+  signal = {r['net'] for r in sections['signal']['rows']}
+  assert signal == {f'{f}{d}_init' for f in ('plain', 'resnet', 'preact', 'skipinit', 'fixup')
+                    for d in (8, 14, 20)}, signal
+  assert {r['net'] for r in sections['landscape']['rows']} == {
+      'plain8_s0', 'plain14_s0', 'resnet8_s0', 'resnet14_s0'}
+  assert all(r['nonconvexity'] is not None for r in sections['landscape']['rows'])
+  assert len(sections['hessian']['rows']) == 4  # 4 families at 8 layers
+  assert all(math.isfinite(r['top_eigenvalue']) for r in sections['hessian']['rows'])
+  assert {(r['family'], r['depth'], r['seeds']) for r in sections['norm_free']['rows']} == {
+      *((f, 8, 2) for f in ('resnet', 'skipinit', 'fixup')),
+      *((f, 20, 1) for f in ('resnet', 'skipinit', 'fixup'))}
+  readme = (out / 'README.md').read_text()
+  assert readme.startswith('# The skip-connection lab') and 'Verdict on seed 002' in readme
+  assert (out / 'paths' / 'resnet14_s0' / 'paths.png').exists()
+  assert (out / 'signal' / 'fixup20_init' / 'signal.png').exists()
+  again = subprocess.run(command, cwd=repo, check=True, capture_output=True, text=True,
+                         timeout=600)
+  redone = [line for line in again.stdout.splitlines()
+            if line.split(' ')[2:3] in (['paths'], ['signal'], ['landscape'], ['hessian'])]
+  assert not redone, redone  # every analysis read back from its KIND.json

@@ -228,3 +228,25 @@ def test_seed_claims_script_writes_its_report(data_dir, tmp_path):
   text = (out / 'README.md').read_text()
   assert '## Verdicts' in text and '## Lesion study' in text
   assert (out / 'lesion.png').is_file() and (out / 'degradation_curves.png').is_file()
+
+
+def test_seed_claims_grades_the_two_to_three_layers_claim_with_the_lab(tmp_path):
+  """Seed 002's "2-3 layers long while training" takes the skip-connection lab's verdict (Veit et
+  al.'s path lengths) when the lab has run, keeping the update-ratio proxy as a second view."""
+  import runpy
+  study = runpy.run_path(str(CONFIGS.parents[1] / 'scripts' / 'seed_claims_study.py'))
+  ratios = [1e-3] * 20 + [5e-3] * 7  # 27 blocks, all within 10x of the fastest
+  deg56 = {'early_update_ratio': ratios}
+  verdict = {'claim': 'c', 'verdict': 'partly supported', 'rule': 'Veit rule',
+             'numbers': 'effective range (blocks) 3-12 of 25 blocks'}
+  lab = tmp_path / 'results.json'
+  lab.write_text(json.dumps({'sections': {'paths': {'verdict': verdict}}}))
+
+  def claim5(lab_results):
+    return study['two_to_three_layers'](deg56, 56, lab_results)
+
+  with_lab = claim5(lab)
+  assert with_lab['verdict'] == 'partly supported' and with_lab['rule'].startswith('Veit rule')
+  assert 'effective range' in with_lab['numbers'] and '27 of 27 blocks' in with_lab['numbers']
+  without = claim5(tmp_path / 'absent.json')
+  assert without['verdict'] == 'not supported' and '27 of 27 blocks' in without['numbers']
