@@ -22,7 +22,7 @@ Sections (each with its rule in ``OUT/README.md``):
 4. signal (Brock et al. 2021, 2101.08692): signal propagation at init of plain, post-activation,
    pre-activation, SkipInit and Fixup nets at 20, 56 and 110 layers.
 5. norm-free: BatchNorm vs SkipInit vs Fixup ResNets at 20, 56 (3 seeds) and 110 layers (1 seed):
-   test accuracy and final train loss.
+   test accuracy and final train loss; ResNet-20 again at 15 epochs (the budget or the method?).
 
 Runs live in ``--root`` and resume; an analysis whose ``KIND.json`` is in ``--out`` is read, not
 redone (delete it to redo it); a net whose loss turns non-finite is reported as diverged.
@@ -68,8 +68,11 @@ LABELS = {'plain': 'plain', 'resnet': 'residual (post-act)', 'preact': 'pre-acti
 
 FULL = {
     'depths': (20, 56, 110), 'hessian_depths': (8, 20, 56), 'norm_free_depths': (20, 56),
+    'train_label': '3 epochs',
     'seeds': (0, 1, 2),
     'train': [('num_epochs', '3')],
+    # The norm-free comparison again at 5x the budget, seed 0: is a gap the method or the budget?
+    'long': {'depth': 20, 'train': [('num_epochs', '15')], 'label': '15 epochs'},
     'sizes': {
         'paths': (200, {'batch_size': 100}),
         'landscape': (500, {'profile_points': 9, 'grid_points': 9}),
@@ -79,7 +82,9 @@ FULL = {
 }
 QUICK = {
     'depths': (8, 14, 20), 'hessian_depths': (8,), 'norm_free_depths': (8,), 'seeds': (0, 1),
+    'train_label': '8 steps',
     'train': [('num_train_steps', '8')], 'width': 4,
+    'long': {'depth': 8, 'train': [('num_train_steps', '16')], 'label': '16 steps'},
     'sizes': {
         'paths': (32, {'batch_size': 16}),
         'landscape': (32, {'profile_points': 3, 'grid_points': 3}),
@@ -89,11 +94,15 @@ QUICK = {
 }
 
 
+NORM_FREE = ('resnet', 'skipinit', 'fixup')  # the norm-free section's nets (BatchNorm first)
+
+
 def net_name(family: str, depth: int, seed: int) -> str:
   return f'{family}{depth}_s{seed}'
 
 
-def overrides(plan: dict, family: str, depth: int, seed: int, data_dir: str | None) -> tuple:
+def overrides(plan: dict, family: str, depth: int, seed: int, data_dir: str | None,
+              train: list | None = None) -> tuple:
   preset, kwargs = NETS[family]
   width = plan.get('width')  # first-stage filters; stages have width, 2 width, 4 width
   if width and family == 'preact':  # PreActResNet spells its widths out
@@ -104,7 +113,8 @@ def overrides(plan: dict, family: str, depth: int, seed: int, data_dir: str | No
   return (('model', preset), ('model_kwargs.depth', str(depth)),
           *((f'model_kwargs.{k}', v) for k, v in kwargs.items()), ('seed', str(seed)),
           ('progress', 'none'), ('log_block_metrics', 'False'), ('log_every_steps', '5'),
-          *plan['train'], *((('data_dir', data_dir),) if data_dir else ()))
+          *(plan['train'] if train is None else train),
+          *((('data_dir', data_dir),) if data_dir else ()))
 
 
 def trained_nets(plan: dict) -> dict[str, list[tuple[str, int, int]]]:
@@ -116,9 +126,8 @@ def trained_nets(plan: dict) -> dict[str, list[tuple[str, int, int]]]:
       'landscape': [(f, d, 0) for f in ('plain', 'resnet') for d in (d20, d56)],
       'hessian': [(f, d, 0) for d in plan['hessian_depths']
                   for f in ('plain', 'resnet', 'highway', 'dense_additive')],
-      'norm_free': [(f, d, s) for d in plan['norm_free_depths']
-                    for f in ('resnet', 'skipinit', 'fixup')
-                    for s in seeds] + [(f, d110, 0) for f in ('resnet', 'skipinit', 'fixup')],
+      'norm_free': [(f, d, s) for d in plan['norm_free_depths'] for f in NORM_FREE
+                    for s in seeds] + [(f, d110, 0) for f in NORM_FREE],
   }
 
 
@@ -127,6 +136,10 @@ def train_all(plan: dict, root: str, data_dir: str | None) -> dict:
   nets = sorted({n for section in trained_nets(plan).values() for n in section},
                 key=lambda n: (n[1], list(NETS).index(n[0]), n[2]))
   todo = [sweep.Run(CONFIG, f'{root}/{net_name(*n)}', overrides(plan, *n, data_dir)) for n in nets]
+  long = plan['long']
+  todo += [sweep.Run(CONFIG, f'{root}/{net_name(f, long["depth"], 0)}_long',
+                     overrides(plan, f, long['depth'], 0, data_dir, train=long['train']))
+           for f in NORM_FREE]
   codes = {}
   for run, code, seconds in sweep.run_all(todo, main=cli.main):
     codes[pathlib.Path(run.workdir).name] = code
@@ -298,15 +311,21 @@ def signal_section(lab: Lab) -> dict:
 
 
 def norm_free_section(lab: Lab, nets: list) -> dict:
+  """Test accuracy and final train loss per (family, depth) over seeds, at the study's budget and
+  (seed 0, ``plan.long``) at the longer one."""
   groups = {}
   for family, depth, seed in nets:
-    groups.setdefault((family, depth), []).append(
+    groups.setdefault((family, depth, lab.plan['train_label']), []).append(
         {'seed': seed, **run_summary(f'{lab.root}/{net_name(family, depth, seed)}')})
+  long = lab.plan['long']
+  for family in NORM_FREE:
+    groups[(family, long['depth'], long['label'])] = [
+        {'seed': 0, **run_summary(f'{lab.root}/{net_name(family, long["depth"], 0)}_long')}]
   rows = []
-  for (family, depth), runs in groups.items():
+  for (family, depth, budget), runs in groups.items():
     acc = report.mean_std([r['test_accuracy'] for r in runs if not r['diverged']])
     loss = report.mean_std([r['train_loss'] for r in runs if not r['diverged']])
-    rows.append({'family': family, 'depth': depth, 'seeds': len(runs),
+    rows.append({'family': family, 'depth': depth, 'budget': budget, 'seeds': len(runs),
                  'diverged': sum(bool(r['diverged']) for r in runs),
                  'test_accuracy': acc, 'train_loss': loss, 'runs': runs})
   return {'rows': rows}
@@ -386,10 +405,11 @@ def write_report(results: dict, out: str, quick: bool) -> str:
                  f"{_f(r['last_gradient'])} | {_f(r['top_singular'])} |")
   lines += ['', 'Figures: `signal/<net>/signal.png`.', '',
             '## 5. Normalisation-free vs BatchNorm ResNets', '',
-            '| net | layers | seeds | diverged | test accuracy (mean ± std) | final train loss |',
-            '|---|---|---|---|---|---|']
+            '| net | layers | budget | seeds | diverged | test accuracy (mean ± std) | final train '
+            'loss |', '|---|---|---|---|---|---|---|']
   for r in sec.get('norm_free', {}).get('rows', []):
-    lines.append(f"| {LABELS[r['family']]} | {r['depth']} | {r['seeds']} | {r['diverged']} | "
+    lines.append(f"| {LABELS[r['family']]} | {r['depth']} | {r['budget']} | {r['seeds']} | "
+                 f"{r['diverged']} | "
                  f"{_ms(r['test_accuracy'])} | {_ms(r['train_loss'])} |")
   times = results['seconds']
   lines += ['', '## Time', '', '| stage | minutes |', '|---|---|']

@@ -336,9 +336,11 @@ def test_skip_lab_study_quick(data_dir, tmp_path):
   assert all(r['nonconvexity'] is not None for r in sections['landscape']['rows'])
   assert len(sections['hessian']['rows']) == 4  # 4 families at 8 layers
   assert all(math.isfinite(r['top_eigenvalue']) for r in sections['hessian']['rows'])
-  assert {(r['family'], r['depth'], r['seeds']) for r in sections['norm_free']['rows']} == {
-      *((f, 8, 2) for f in ('resnet', 'skipinit', 'fixup')),
-      *((f, 20, 1) for f in ('resnet', 'skipinit', 'fixup'))}
+  assert {(r['family'], r['depth'], r['budget'], r['seeds'])
+          for r in sections['norm_free']['rows']} == {
+      *((f, 8, '8 steps', 2) for f in ('resnet', 'skipinit', 'fixup')),
+      *((f, 20, '8 steps', 1) for f in ('resnet', 'skipinit', 'fixup')),
+      *((f, 8, '16 steps', 1) for f in ('resnet', 'skipinit', 'fixup'))}
   readme = (out / 'README.md').read_text()
   assert readme.startswith('# The skip-connection lab') and 'Verdict on seed 002' in readme
   assert (out / 'paths' / 'resnet14_s0' / 'paths.png').exists()
