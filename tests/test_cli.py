@@ -62,8 +62,8 @@ def test_bad_train_input(capsys, tmp_path, data_dir, args, pattern):
 
 
 def test_offline_dataset_not_on_disk_fails_within_seconds(capsys, tmp_path, monkeypatch):
-  from resflax.data import pipeline
-  monkeypatch.setattr(pipeline, '_reachable', lambda host, timeout=3.0: False)  # no network
+  from resflax.data import sources
+  monkeypatch.setattr(sources, '_reachable', lambda host, timeout=3.0: False)  # no network
   start = time.monotonic()
   code, _, err = _main(capsys, 'train', '--config', MLP, f'--config.data_dir={tmp_path}',
                        '--workdir', tmp_path / 'run')

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 
+import chex
 import numpy as np
 import pytest
 
@@ -193,10 +194,8 @@ def test_a_corrupt_checkpoint_fails_its_digest_and_is_set_aside(capsys, run4, ru
   code, out, err = _main(capsys, *_train_args(data_dir, run_copy))
   assert code == 0 and 'final step=4' in out, err
   assert '4.corrupt' in err and _tree_digest(run_copy / 'checkpoints' / '4.corrupt') == corrupt
-  import jax
-  for a, b in zip(jax.tree.leaves(load_checkpoint(latest)),  # trained again from step 2
-                  jax.tree.leaves(load_checkpoint(run4 / 'checkpoints' / '4'))):
-    np.testing.assert_array_equal(a, b)
+  chex.assert_trees_all_equal(load_checkpoint(latest),  # trained again from step 2
+                              load_checkpoint(run4 / 'checkpoints' / '4'))
 
 
 def test_the_digest_covers_every_array_and_the_metadata():
@@ -313,10 +312,8 @@ def test_ctrl_c_saves_the_current_step_exits_130_and_resumes_exactly(reference_r
   assert saved == [31, 32]
   run_cli(*args, check=True)
   assert read_metrics(tmp_path) == read_metrics(reference_run)
-  import jax
-  for a, b in zip(jax.tree.leaves(load_checkpoint(tmp_path / 'checkpoints' / '62')),
-                  jax.tree.leaves(load_checkpoint(reference_run / 'checkpoints' / '62'))):
-    np.testing.assert_array_equal(a, b)
+  chex.assert_trees_all_equal(load_checkpoint(tmp_path / 'checkpoints' / '62'),
+                              load_checkpoint(reference_run / 'checkpoints' / '62'))
 
 
 def test_a_second_ctrl_c_aborts_at_once(data_dir, tmp_path):

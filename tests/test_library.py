@@ -205,13 +205,14 @@ def test_load_reads_no_dataset(user_package, data_dir, tmp_path, monkeypatch):
   resflax.train(CONFIGS / 'mnist_resmlp.py', workdir, dataset='mnist_5k', data_dir=data_dir,
                 num_train_steps=2, progress='none')
   from resflax import data as data_lib
-  from resflax.data import pipeline
+  from resflax.data import pipeline, sources
 
   def refuse(*args, **kwargs):
     raise AssertionError('resflax.load touched the dataset')
 
   monkeypatch.setattr(data_lib, 'build', refuse)
   monkeypatch.setattr(pipeline, 'prepared_builder', refuse)
+  monkeypatch.setattr(sources, 'prepared_builder', refuse)
   run = resflax.load(workdir)
   assert run.input_shape == (784,) and run.image_shape == (28, 28, 1)
   assert run.predict(np.zeros((2, 28, 28, 1), np.uint8)).shape == (2, 10)

@@ -5,6 +5,7 @@ and train like XLA's convolutions (close metrics, reproducible, bit-exact resume
 import functools
 import json
 
+import chex
 import flax.linen as nn
 import jax
 from jax import lax
@@ -178,9 +179,8 @@ def test_onednn_runs_are_reproducible_and_resume_bit_exact(onednn_run, data_dir,
           check=True)
   train_rows = lambda w: [r for r in read_metrics(w) if r['split'] == 'train']  # (3 ends in an eval)
   assert train_rows(resumed) == train_rows(onednn_run)
-  same = jax.tree.map(np.array_equal, load_checkpoint(resumed / 'checkpoints' / '6'),
-                      load_checkpoint(onednn_run / 'checkpoints' / '6'))
-  assert all(jax.tree.leaves(same))
+  chex.assert_trees_all_equal(load_checkpoint(resumed / 'checkpoints' / '6'),
+                              load_checkpoint(onednn_run / 'checkpoints' / '6'))
 
 
 @needs_onednn

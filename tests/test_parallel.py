@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 
+import chex
 import numpy as np
 import pytest
 
@@ -51,8 +52,7 @@ def assert_same_params(a, b, rtol=None):
   import jax
   x, y = jax.tree.leaves(a['params']), jax.tree.leaves(b['params'])
   if rtol is None:
-    for u, v in zip(x, y):
-      np.testing.assert_array_equal(u, v)
+    chex.assert_trees_all_equal(a['params'], b['params'])
     return
   diff = np.sqrt(sum(np.sum((u - v) ** 2) for u, v in zip(x, y)))
   norm = np.sqrt(sum(np.sum(u ** 2) for u in x))

@@ -114,8 +114,10 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
   if conv_impl != 'xla':  # the steps call state.apply_fn: its nn.Conv layers then run on oneDNN
     create = _with_apply_fn(create, onednn.route(model.apply, conv_impl))
   train = functools.partial(steps.train_step, loss=config.loss, axis_name=axis_name,
-                            block_metrics=config.get('log_block_metrics', False))
-  evaluate_ = functools.partial(steps.eval_step, loss=config.loss, axis_name=axis_name)
+                            block_metrics=config.get('log_block_metrics', False),
+                            input_shape=tuple(data.input_shape))
+  evaluate_ = functools.partial(steps.eval_step, loss=config.loss, axis_name=axis_name,
+                                input_shape=tuple(data.input_shape))
   schedule = state_lib.learning_rate_schedule(config, data.steps_per_epoch)
   dropout_rng = lambda: jax.random.fold_in(jax.random.key(config.seed), DROPOUT_TAG)
   feed = feed_lib.build_feed(config, data, mesh, train, evaluate_, pmap)
