@@ -25,7 +25,7 @@ import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from resflax import analysis, report, sweep  # pylint: disable=g-import-not-at-top
+from resflax import analysis, cli, report, sweep  # pylint: disable=g-import-not-at-top
 from resflax.errors import ResflaxError  # pylint: disable=g-import-not-at-top
 
 CONFIG = 'experiments/configs/degradation_mnist5k.py'
@@ -120,7 +120,7 @@ def main(argv=None) -> int:
   p.add_argument('--seed', type=int, default=0)
   args = p.parse_args(argv)
   todo = runs(args.root, args.quick, args.data_dir)
-  for run, code, _ in sweep.run_all(todo, in_process=True):
+  for run, code, _ in sweep.run_all(todo, main=cli.main):
     if code:
       print(f'warning: {run.workdir} failed (exit {code}); reported as such', file=sys.stderr)
   sizes = QUICK if args.quick else FULL

@@ -188,7 +188,8 @@ def test_excerpts_are_lines_of_their_files():
 # Links, anchors, paths and test names.
 # --------------------------------------------------------------------------------------------
 def github_anchors(page: pathlib.Path) -> set[str]:
-  """The heading anchors GitHub makes: lower case, punctuation dropped, spaces to '-', '-N' repeats."""
+  """The heading anchors GitHub makes: lower case, punctuation dropped, spaces to '-', and '-N'
+  after the N-th repeat."""
   seen: dict[str, int] = {}
   anchors = set()
   for line in _prose(page).splitlines():
@@ -248,7 +249,8 @@ def test_the_files_and_tests_the_docs_name_exist(page):
   for test_file in (REPO / 'tests').glob('test_*.py'):
     defined |= set(re.findall(r'^def (test_\w+)', test_file.read_text(), re.M))
   named = set(re.findall(r'`(test_\w+)`', text))
-  assert named <= defined, f'{page.relative_to(REPO)} names tests that do not exist: {named - defined}'
+  assert named <= defined, (f'{page.relative_to(REPO)} names tests that do not exist: '
+                            f'{sorted(named - defined)}')
 
 
 # --------------------------------------------------------------------------------------------
