@@ -2,8 +2,8 @@
 
 Concurrent runs on one workdir (the lock), flipped bytes in a checkpoint's arrays and metadata
 (the digest), ``keep_checkpoints``, a save that fails for a full disk, Ctrl-C and exact resume,
-bad config values and files, damaged and concurrently built array caches. The README's
-guarantees table names these tests.
+bad config values and files, damaged and concurrently built array caches. The guarantees table of
+docs/guarantees.md names these tests.
 """
 
 import hashlib

@@ -1,6 +1,6 @@
 """resflax as a library: models from the user's own files (import paths, presets, model_kwargs,
 config.imports), the model contract, ``resflax.load(...).predict`` and ``resflax.train``, and the
-example under ``examples/my_block`` run end to end as its README section says."""
+example under ``examples/my_block`` run end to end as docs/library.md says."""
 
 import json
 import os
@@ -238,7 +238,7 @@ def test_resflax_models_lists_presets_with_sources_and_sizes(user_package):
 
 
 def test_the_example_block_trains_evaluates_reports_and_predicts(data_dir, tmp_path, monkeypatch):
-  """README "Use resflax as a library": one file of the user's own plus a config."""
+  """docs/library.md "Your own model": one file of the user's own plus a config."""
   env, workdir = _example_env(), tmp_path / 'my_block'
   config = EXAMPLE / 'config.py'
   trained = run_cli('train', '--config', config, '--workdir', workdir,

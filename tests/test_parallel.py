@@ -1,4 +1,4 @@
-"""Same model, any number of devices and processes: the guarantees in the README, each tested.
+"""Same model, any number of devices and processes: each guarantee of docs/guarantees.md, tested.
 
 Simulated CPU devices (``--xla_force_host_platform_device_count``) and real subprocesses on
 127.0.0.1 stand in for accelerators and hosts. Every run is the mnist_5k run of
@@ -225,7 +225,7 @@ def test_a_sigterm_after_the_last_step_still_exits_0(data_dir, tmp_path):
   assert (tmp_path / 'checkpoints' / '3').is_dir()
 
 
-@pytest.mark.slow  # 4 runs, ~90 s; the 8 -> 1 case was measured at 3.1e-7 (README)
+@pytest.mark.slow  # 4 runs, ~90 s; the 8 -> 1 case was measured at 3.1e-7 (docs/guarantees.md)
 @pytest.mark.parametrize('first, second', [(8, 1), (1, 8)])
 def test_resume_on_a_different_device_count(reference_run, data_dir, tmp_path, first, second):
   run_cli(*short_run_args(data_dir, tmp_path, '--config.num_train_steps=10'), env=devices(first),

@@ -14,7 +14,7 @@ from resflax import train
 from resflax.errors import NonFiniteLossError
 from resflax.train import steps
 
-QUICKSTART_FLOOR = 0.85  # measured 0.889 (seed 0); the seed's own Keras model: 0.885 (README)
+QUICKSTART_FLOOR = 0.85  # measured 0.889 (seed 0); the seed's Keras model: 0.885 (docs/experiments.md)
 
 
 def test_quickstart_reaches_the_accuracy_floor(data_dir, tmp_path):
