@@ -77,6 +77,7 @@ def _with_apply_fn(create, apply_fn):
 
 def build(config: ml_collections.ConfigDict) -> Experiment:
   """Checks the config against the model and data, then builds them. Writes nothing."""
+  parallel.configure_run()  # the JAX settings of a run, before its first random numbers
   if config.loss not in steps.LOSSES:
     raise ConfigError(f'unknown --config.loss={config.loss!r}: use one of {", ".join(steps.LOSSES)}')
   if config.parallel not in ('jit', 'pmap'):
