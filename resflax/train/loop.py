@@ -408,6 +408,7 @@ class _Run:
     meta = {'step': self.step, 'epoch': self.step // spe, 'steps_per_epoch': spe,
             'unlogged_metrics': list(unlogged)}
     self.ckpt.save(self.step, self.exp.host_state(self.state), meta)
+    self.writer.flush()  # the rows up to a saved step are on storage with it (object stores)
     self.last_saved, self.last_save_time = self.step, time.monotonic()
 
   def interval_passed(self) -> bool:
