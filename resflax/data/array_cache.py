@@ -18,9 +18,9 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import socket
-import sys
 
 from etils import epath
 import numpy as np
@@ -64,8 +64,7 @@ def _read(cache: epath.Path, name: str) -> tuple[np.ndarray, ...] | None:
     why = 'does not match the digest recorded when it was written'
   except (OSError, ValueError) as e:  # unreadable: decode the split again
     bad, why = [str(digests)], f'is unreadable ({type(e).__name__})'
-  print(f"resflax: warning: cached split {', '.join(bad)} {why}: decoding the split again",
-        file=sys.stderr, flush=True)
+  _log.warning('cached split %s %s: decoding the split again', ', '.join(bad), why)
   return None
 
 

@@ -13,10 +13,10 @@ import contextlib
 import dataclasses
 import functools
 import json
+import logging
 import math
 import os
 import signal
-import sys
 import threading
 import time
 
@@ -42,6 +42,7 @@ from resflax.train import writers
 
 # PRNG streams, all derived from jax.random.key(config.seed) with fold_in and these fixed tags.
 INIT_TAG, DROPOUT_TAG = 0, 1
+_log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -224,8 +225,7 @@ class _Preemption:
 
   def _sigint(self, *_) -> None:
     if self.interrupted:  # the second Ctrl-C: out now (a save in flight stays a tmp folder)
-      print('\nresflax: interrupted again: stopped at once, without saving', file=sys.stderr,
-            flush=True)
+      _log.warning('interrupted again: stopped at once, without saving')
       os._exit(INTERRUPT_EXIT)  # pylint: disable=protected-access
     self.requested = self.interrupted = True
 
