@@ -26,6 +26,7 @@ from etils import epath
 import numpy as np
 
 PARTS = ('images', 'labels')
+_log = logging.getLogger(__name__)
 
 
 def _file_digest(path: epath.Path) -> str:
