@@ -174,9 +174,11 @@ def enable_compilation_cache() -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+  from resflax import logs
   from resflax.errors import ResflaxError
   args, rest = _parser().parse_known_args(argv)
   warnings.formatwarning = lambda message, category, *_: f'resflax: warning: {message}\n'
+  logs.show_on_stderr()  # the library's log records: one line each (resflax: warning: ...)
   if args.command in ('train', 'eval', 'sweep', 'export', 'summary', 'analyze'):
     enable_compilation_cache()
   try:

@@ -140,13 +140,13 @@ def test_eval_never_lists_a_half_written_checkpoint(capsys, run_copy):
   assert 'warning' not in err
 
 
-def test_a_bucket_workdir_has_no_lock_and_says_so(capsys):
+def test_a_bucket_workdir_has_no_lock_and_says_so(caplog):
   from etils import epath
   from resflax.train import workdir_lock
   with workdir_lock.held_by_run(epath.Path('gs://some-bucket/run')) as lock:
     assert lock is None
-  err = capsys.readouterr().err
-  assert err.count('\n') == 1 and 'has no lock: do not start two training runs on it' in err
+  lines = [r.getMessage() for r in caplog.records]
+  assert len(lines) == 1 and 'has no lock: do not start two training runs on it' in lines[0]
 
 
 # --- 2. verified checkpoints ----------------------------------------------------------------------
@@ -323,7 +323,7 @@ def test_a_second_ctrl_c_aborts_at_once(data_dir, tmp_path):
                         '--config.checkpoint_min_interval_s=0')
   proc = _run_with_sigint('twice', args)
   assert proc.returncode == 130, proc.stderr[-3000:]
-  assert 'resflax: interrupted again: stopped at once, without saving' in proc.stderr
+  assert 'resflax: warning: interrupted again: stopped at once, without saving' in proc.stderr
   assert 'Traceback' not in proc.stderr
   saved = sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit())
   assert 32 not in saved  # nothing more saved (step 31's save, still in flight, may be lost too)

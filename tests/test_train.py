@@ -243,7 +243,7 @@ def test_a_cached_split_on_the_cpu_device_is_the_mapped_file_not_a_copy(data_dir
           == host.ctypes.data)
 
 
-def test_an_unreadable_array_cache_is_decoded_again(data_dir):
+def test_an_unreadable_array_cache_is_decoded_again(data_dir, caplog):
   import pathlib
   from resflax.data import pipeline
   config = _config(data_dir)
@@ -253,5 +253,6 @@ def test_an_unreadable_array_cache_is_decoded_again(data_dir):
   cut.write_bytes(cached.read_bytes()[:100])  # mapped file itself would kill its live mappings
   cut.replace(cached)
   again, _ = pipeline.build(config, (784,)).train_arrays()
+  assert any('decoding the split again' in r.getMessage() for r in caplog.records)
   np.testing.assert_array_equal(again, images)
   np.testing.assert_array_equal(np.load(cached), images)  # and cached again

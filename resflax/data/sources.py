@@ -31,7 +31,9 @@ def tensorflow():
 
   A run whose data lives on the device and whose split is cached as arrays never imports it.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from resflax import logs  # pylint: disable=g-import-not-at-top
+  with logs.quiet_native_stderr():  # its oneDNN and absl start-up lines ignore TF_CPP_MIN_LOG_LEVEL
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:  # tf.data only: leave the accelerators to JAX. Must run before TF's first op.
     tf.config.set_visible_devices([], 'GPU')
   except RuntimeError:  # Someone ran a TF op first; the devices are already set up.
