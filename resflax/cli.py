@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pathlib
 import signal
+import subprocess
 import sys
 import warnings
 
@@ -66,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
   sub.add_parser('sweep', add_help=False,
                  help='an experiment over a grid of config values: runs them, prints the commands')
   sub.add_parser('bench', add_help=False,
-                 help="train-step speed vs Keras 3 and PyTorch (pip install -e '.[bench]')")
+                 help="train-step speed vs Keras 3 and PyTorch (a checkout with pip install -e '.[bench]')")
   return parser
 
 
@@ -125,6 +127,24 @@ def _models_table(names: list[str], imports: list[str]) -> str:
   return '\n'.join(rows)
 
 
+# The benchmark's entry point in the checkout (absent where resflax is installed from a wheel).
+BENCH_SCRIPT = pathlib.Path(__file__).resolve().parents[1] / 'scripts' / 'bench.py'
+
+
+def _bench(argv: list[str]) -> int:
+  """``resflax bench``: ``scripts/bench.py`` of the checkout resflax runs from, in a new process.
+
+  The benchmark (``benchmarks/``: the runner, its workers, the Keras and PyTorch replicas) times
+  the experiments of ``experiments/configs`` and is not installed with resflax.
+  """
+  from resflax.errors import ResflaxError
+  if not BENCH_SCRIPT.is_file():
+    raise ResflaxError('resflax bench runs from a source checkout of resflax (the benchmark and '
+                       'the experiment configs it times are not installed): clone the repository, '
+                       "pip install -e '.[bench]' there, then run resflax bench")
+  return subprocess.run([sys.executable, str(BENCH_SCRIPT), *argv], check=False).returncode
+
+
 DEFAULT_COMPILATION_CACHE = os.path.join('~', '.cache', 'resflax', 'jax')
 
 
@@ -154,15 +174,16 @@ def enable_compilation_cache() -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+  from resflax import logs
   from resflax.errors import ResflaxError
   args, rest = _parser().parse_known_args(argv)
   warnings.formatwarning = lambda message, category, *_: f'resflax: warning: {message}\n'
+  logs.show_on_stderr()  # the library's log records: one line each (resflax: warning: ...)
   if args.command in ('train', 'eval', 'sweep', 'export', 'summary', 'analyze'):
     enable_compilation_cache()
   try:
     if args.command == 'bench':
-      from resflax import bench
-      return bench.main(rest)
+      return _bench(rest)
     if args.command == 'sweep':
       from resflax import sweep
       return sweep.main(rest)

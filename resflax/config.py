@@ -97,8 +97,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.seed = 0
   c.parallel = 'jit'  # global-view jax.jit over a 1-D ('data',) mesh of all devices | 'pmap'
-  # Multi-host (jax.distributed): 'auto' starts it on a multi-host TPU VM / SLURM job or when a
-  # coordinator_address is given; 'on' always (jax detects the cluster); 'off' never.
+  # Multi-host (jax.distributed): 'auto' starts it where jax detects a cluster of several
+  # processes (mpirun, SLURM, multi-host TPU VMs, Kubernetes Jobs) or when a coordinator_address
+  # is given; 'on' always; 'off' never.
   c.distributed = 'auto'
   c.coordinator_address = ''  # host:port of process 0 (or $JAX_COORDINATOR_ADDRESS)
   c.num_processes = 0  # 0: from the environment ($JAX_NUM_PROCESSES) / the cluster

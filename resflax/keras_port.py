@@ -31,7 +31,8 @@ Only layer kinds, order and shapes can be checked, not the wiring between layers
 the same layers wired differently (``mnist_resmlp`` and ``mnist_densesum_mlp``) port into each other
 without complaint.
 
-Keras is a dev/bench extra: it is imported inside the functions, never at module import.
+Keras is an optional extra (``pip install "resflax[keras]"``, also in ``[dev]`` and ``[bench]``): it is
+imported inside the functions, never at module import.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ The layers, their order and their names follow the seeds:
   ``Conv2D(64, (6, 6), strides=3)`` (padding 'valid', no activation), ``border_mode='same'`` is
   ``padding='same'`` and ``merge([a, b], mode='sum')`` is ``Add()([a, b])``.
 
-Keras is a dev/bench extra, not a core dependency: it is imported inside ``build_keras_model``.
+Keras is an optional extra, not a core dependency (``pip install "resflax[keras]"``, also in
+``[dev]`` and ``[bench]``): it is imported inside ``build_keras_model``.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ machine is shared: compare ratios, not absolute ms), median of ``--reps``:
   xla+mmdW    resflax.ops.conv2d(kernel_grad='matmul'): XLA forward and dx, dW = patches^T @ g
 
 Part 2 times the full ``cifar10_rescnn_deep`` train step (Adam/AMSGrad, batch 256, as
-resflax/bench/workers.py builds it) with a copy of ``SeedResCNN`` whose conv factory and max-pool
+benchmarks/workers.py builds it) with a copy of ``SeedResCNN`` whose conv factory and max-pool
 can be swapped: stock ``nn.Conv`` with ``nn.max_pool`` (the model before this study);
 ``MatmulConv`` (kernel_grad='auto': matmul dW for the two stem convs only); and the 3x3/3 max-pool
 as a reshape + max (``blocks.window_max_pool``, exact for non-overlapping windows, same gradient
@@ -250,7 +250,7 @@ STEP_VARIANTS = {
 
 
 def build_step(batch_size: int, **model_kw):
-  from resflax.bench import specs, workers  # pylint: disable=g-import-not-at-top
+  from benchmarks import specs, workers  # pylint: disable=g-import-not-at-top
   from resflax.train import state as state_lib, steps  # pylint: disable=g-import-not-at-top
   name = 'cifar10_rescnn_deep'
   config = specs.bench_config(name)

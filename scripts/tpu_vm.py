@@ -18,7 +18,7 @@ Steps (``all`` runs them in this order and stops at the first failure):
   ``gcloud storage cp`` for a ``gs://`` one;
 - ``delete``: deletes the VM.
 
-See "Running on a TPU VM" in README.md.
+See "Running on a TPU VM" in docs/devices.md.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import pytest
 
 from resflax import analysis, blocks, cli
 from resflax.analysis import hessian, landscape, paths, signal_propagation
-from resflax.errors import ConfigError
+from resflax.errors import ConfigError, NonFiniteLossError
 from resflax.models import resnet_cifar
 
 from conftest import CONFIGS, run_cli
@@ -307,6 +307,16 @@ def test_every_analysis_from_the_cli_on_a_short_resnet_run(data_dir, tmp_path):
   assert init['source']['init'] and init['source']['step'] == 0
   trained = json.loads((tmp_path / 'out' / 'paths.json').read_text())
   assert init['gradient_by_length'] != trained['gradient_by_length']
+
+
+def test_hessian_of_an_overflowing_net_is_one_clear_error():
+  """A Hessian-vector product that is not finite (a diverged net) stops Lanczos with the
+  project's error, not numpy's "Eigenvalues did not converge" three steps later."""
+  good = lambda v: 2.0 * v
+  alphas, _ = hessian.lanczos(good, np.ones(4), steps=3)
+  np.testing.assert_allclose(alphas, [2.0])  # 2 I: one step spans its invariant subspace
+  with pytest.raises(NonFiniteLossError, match='Hessian-vector product is not finite'):
+    hessian.lanczos(lambda v: np.full_like(v, np.nan), np.ones(4), steps=3)
 
 
 @pytest.mark.slow

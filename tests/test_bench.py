@@ -1,6 +1,9 @@
-"""The benchmark: its PyTorch/Keras replicas have the Flax models' parameter counts, and a quick run
-writes the JSON schema. Nothing here depends on timings."""
+"""The benchmark (benchmarks/, not installed): its PyTorch/Keras replicas have the Flax models'
+parameter counts, a quick run writes the JSON schema, ``resflax bench`` says what to install.
+Nothing here depends on timings."""
 
+import ast
+import importlib.util
 import json
 import subprocess
 import sys
@@ -9,10 +12,11 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from benchmarks import specs
+from resflax import cli
 from resflax import models
-from resflax.bench import specs
 
-from conftest import REPO
+from conftest import REPO, main_in_process
 
 
 def _flax_counts(name):
@@ -34,7 +38,7 @@ def test_the_benchmark_knows_each_models_input_and_task():
 @pytest.mark.parametrize('name', specs.MODELS)
 def test_torch_replicas_have_the_flax_parameter_counts(name):
   torch = pytest.importorskip('torch')
-  from resflax.bench import torch_seeds, torch_zoo
+  from benchmarks import torch_seeds, torch_zoo
   module = (torch_seeds if name in specs.SEED_MODELS else torch_zoo).build(name)
   trainable = sum(p.numel() for p in module.parameters())
   stats = sum(b.numel() for n, b in module.named_buffers()
@@ -50,7 +54,7 @@ def test_torch_replicas_have_the_flax_parameter_counts(name):
 @pytest.mark.parametrize('name', specs.ZOO_MODELS)
 def test_keras_zoo_models_have_the_flax_parameter_counts(name):
   pytest.importorskip('keras')
-  from resflax.bench import keras_zoo
+  from benchmarks import keras_zoo
   model = keras_zoo.build_keras_model(name)
   trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
   assert (trainable, model.count_params() - trainable) == _flax_counts(name)
@@ -89,7 +93,7 @@ def test_unknown_model_is_an_error():
 
 
 def test_resflax_variants_get_their_settings_and_rounds_their_median():
-  from resflax.bench import runner
+  from benchmarks import runner
   args = runner._parser().parse_args(['--models', 'mnist_rescnn_deep'])
   assert args.resflax_variants == ['xla']  # XLA's convolutions next to the defaults
   cmd = runner._worker_args(args, 'resflax:onednn', 'mnist_rescnn_deep', 8, 'out.json')
@@ -102,3 +106,30 @@ def test_resflax_variants_get_their_settings_and_rounds_their_median():
   assert combined['step_ms'] == 2.0 and combined['rounds_ms'] == [3.0, 1.0, 2.0]
   assert combined['mode'] == 'm'
   assert runner.combine_rounds([{'error': 'x'}]) == {'error': 'x'}
+
+
+def test_the_installed_package_holds_no_benchmark_or_peer_framework():
+  """resflax/ imports neither torch nor the benchmark; ``packages.find`` installs resflax* only."""
+  for path in (REPO / 'resflax').rglob('*.py'):
+    for node in ast.walk(ast.parse(path.read_text())):
+      names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+               else [node.module or ''] if isinstance(node, ast.ImportFrom) else [])
+      assert not [n for n in names if n.split('.')[0] in ('torch', 'benchmarks')], path
+  assert not (REPO / 'resflax' / 'bench').exists()
+
+
+def test_a_missing_peer_says_what_to_install(monkeypatch, capsys):
+  from benchmarks import runner
+  real = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, 'find_spec',
+                      lambda name, *a: None if name == 'torch' else real(name, *a))
+  with pytest.raises(SystemExit, match=r"pip install -e '\.\[bench\]'"):
+    runner.main(['--models', 'mnist_resmlp', '--frameworks', 'pytorch', '--quick'])
+  assert "pytorch: not run, torch is not installed: pip install -e '.[bench]'" in capsys.readouterr().err
+
+
+def test_cli_bench_outside_a_checkout_says_where_it_runs(monkeypatch, capsys, tmp_path):
+  monkeypatch.setattr(cli, 'BENCH_SCRIPT', tmp_path / 'scripts' / 'bench.py')
+  code, _, err = main_in_process(capsys, 'bench', '--quick')
+  assert code == cli.USAGE_EXIT
+  assert 'source checkout' in err and "pip install -e '.[bench]'" in err

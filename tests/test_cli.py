@@ -62,8 +62,8 @@ def test_bad_train_input(capsys, tmp_path, data_dir, args, pattern):
 
 
 def test_offline_dataset_not_on_disk_fails_within_seconds(capsys, tmp_path, monkeypatch):
-  from resflax.data import pipeline
-  monkeypatch.setattr(pipeline, '_reachable', lambda host, timeout=3.0: False)  # no network
+  from resflax.data import sources
+  monkeypatch.setattr(sources, '_reachable', lambda host, timeout=3.0: False)  # no network
   start = time.monotonic()
   code, _, err = _main(capsys, 'train', '--config', MLP, f'--config.data_dir={tmp_path}',
                        '--workdir', tmp_path / 'run')
@@ -155,3 +155,15 @@ def test_a_rerun_loads_its_compiled_steps_from_the_persistent_cache(tmp_path, da
                           '--config.progress=none'), env=env, check=True)
   assert sorted(p.name for p in cache.iterdir()) == first  # every compile was a cache hit
   assert read_metrics(workdir) == read_metrics(tmp_path / 'again')
+
+
+def test_a_run_shows_only_its_own_lines_on_stderr(data_dir, tmp_path):
+  """A short run that imports TensorFlow (tf.data: no split on the device), evaluates and
+  checkpoints: on stderr nothing but resflax's one-line messages; none of TensorFlow's oneDNN
+  notice, absl's start-up line, tensorstore's or absl's log lines. Rows go to stdout."""
+  result = run_cli(*short_run_args(data_dir, tmp_path, '--config.num_train_steps=3',
+                                   '--config.data_on_device=off', '--config.progress=lines'),
+                   check=True)
+  assert 'eval  step 3' in result.stdout
+  foreign = [l for l in result.stderr.splitlines() if l.strip() and not l.startswith('resflax: ')]
+  assert not foreign, result.stderr[-3000:]

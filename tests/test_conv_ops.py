@@ -2,6 +2,7 @@
 
 import functools
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -48,7 +49,7 @@ def _check(ref_module, module, x):
     return out(ref_module), out(module)
 
   ref, mine = outputs_and_grads(variables, x)
-  jax.tree.map(_close, mine, ref)  # y, d/dkernel, d/dbias, d/dx
+  chex.assert_trees_all_close(mine, ref, rtol=RTOL, atol=ATOL)  # y, d/dkernel, d/dbias, d/dx
 
 
 @pytest.mark.parametrize('shape,features,kernel,strides,padding',
@@ -76,7 +77,7 @@ def test_no_bias_and_keras_init_factory():
       16, (3, 3), padding='VALID', use_bias=False, kernel_grad='matmul')
   # Same initializer and key: identical initial parameters.
   v_ref, v = ref.init(jax.random.key(3), x), mine.init(jax.random.key(3), x)
-  jax.tree.map(np.testing.assert_array_equal, v, v_ref)
+  chex.assert_trees_all_equal(v, v_ref)
   assert 'bias' not in v['params']
   _check(ref, mine, x)
 

@@ -11,7 +11,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from resflax import data
-from resflax.data import mnist_5k, pipeline
+from resflax.data import mnist_5k, pipeline, sources
 from resflax.errors import ConfigError, DatasetNotFoundError, ShapeMismatchError, UnknownNameError
 
 
@@ -40,7 +40,7 @@ def concat(batches, key):
 
 @pytest.mark.parametrize('name, image_shape', [('mnist', (28, 28, 1)), ('cifar10', (32, 32, 3))])
 def test_mock_pipeline(name, image_shape, monkeypatch, tmp_path):
-  monkeypatch.setattr(pipeline, '_reachable', lambda host: True)  # mock_data fakes the download.
+  monkeypatch.setattr(sources, '_reachable', lambda host: True)  # mock_data fakes the download.
   config = make_config(dataset=name, batch_size=16, eval_batch_size=24, download=True,
                        data_dir=str(tmp_path))
   flat = int(np.prod(image_shape))
@@ -190,7 +190,7 @@ def test_not_prepared_without_download_fails_fast(tmp_path):
 
 
 def test_not_prepared_and_offline_fails_fast(tmp_path, monkeypatch):
-  monkeypatch.setattr(pipeline, '_reachable', lambda host: False)
+  monkeypatch.setattr(sources, '_reachable', lambda host: False)
   with pytest.raises(DatasetNotFoundError, match='www.cs.toronto.edu.*mnist_5k'):
     data.build(make_config(dataset='cifar10', data_dir=str(tmp_path), download=True), (3072,))
 
@@ -280,7 +280,7 @@ def test_device_batches_equal_tf_data_batches(data_dir, overrides, shape):
     ('emnist/balanced', {}, (28, 28, 1), 47),
 ])
 def test_any_tfds_dataset(name, overrides, image_shape, num_classes, monkeypatch, tmp_path):
-  monkeypatch.setattr(pipeline, '_reachable', lambda host: True)  # mock_data fakes the download.
+  monkeypatch.setattr(sources, '_reachable', lambda host: True)  # mock_data fakes the download.
   config = make_config(dataset=name, batch_size=8, eval_batch_size=16, download=True,
                        data_dir=str(tmp_path), **overrides)
   with tfds.testing.mock_data(num_examples=32):
@@ -299,7 +299,7 @@ def test_tfds_dataset_not_on_disk_fails_fast(tmp_path, monkeypatch):
   start = time.monotonic()
   with pytest.raises(DatasetNotFoundError, match="'fashion_mnist' is not in .*download=False"):
     data.build(make_config(dataset='fashion_mnist', data_dir=str(tmp_path), download=False), None)
-  monkeypatch.setattr(pipeline, '_reachable', lambda host: False)
+  monkeypatch.setattr(sources, '_reachable', lambda host: False)
   with pytest.raises(DatasetNotFoundError,
                      match='storage.googleapis.com and www.cs.toronto.edu cannot be reached') as e:
     data.build(make_config(dataset='cifar100', data_dir=str(tmp_path), download=True), None)

@@ -13,6 +13,7 @@ import os
 # Keras picks its backend when first imported.
 os.environ.setdefault('KERAS_BACKEND', 'tensorflow')
 
+import chex  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -150,7 +151,7 @@ def test_ported_weights_give_keras_outputs(name):
   shapes = jax.eval_shape(module.init, jax.random.key(1), _example(name))
   traced = keras_to_flax(keras_model, shapes, module=module)
   assert jax.tree.structure(traced) == jax.tree.structure(shapes)
-  jax.tree.map(np.testing.assert_array_equal, traced, jax.tree.map(lambda a: a, variables))
+  chex.assert_trees_all_equal(traced, variables)
 
 
 @pytest.mark.parametrize('keras_name, flax_name, message', [
@@ -208,4 +209,4 @@ def test_port_from_a_saved_file(tmp_path, suffix):
   keras_model.save(path)
   variables = _module('mnist_resmlp').init(jax.random.key(0), jnp.zeros((1, 784)))
   from_file = keras_to_flax(path, variables)
-  jax.tree.map(np.testing.assert_array_equal, from_file, keras_to_flax(keras_model, variables))
+  chex.assert_trees_all_equal(from_file, keras_to_flax(keras_model, variables))

@@ -1,6 +1,6 @@
 """resflax as a library: models from the user's own files (import paths, presets, model_kwargs,
 config.imports), the model contract, ``resflax.load(...).predict`` and ``resflax.train``, and the
-example under ``examples/my_block`` run end to end as its README section says."""
+example under ``examples/my_block`` run end to end as docs/library.md says."""
 
 import json
 import os
@@ -205,13 +205,14 @@ def test_load_reads_no_dataset(user_package, data_dir, tmp_path, monkeypatch):
   resflax.train(CONFIGS / 'mnist_resmlp.py', workdir, dataset='mnist_5k', data_dir=data_dir,
                 num_train_steps=2, progress='none')
   from resflax import data as data_lib
-  from resflax.data import pipeline
+  from resflax.data import pipeline, sources
 
   def refuse(*args, **kwargs):
     raise AssertionError('resflax.load touched the dataset')
 
   monkeypatch.setattr(data_lib, 'build', refuse)
   monkeypatch.setattr(pipeline, 'prepared_builder', refuse)
+  monkeypatch.setattr(sources, 'prepared_builder', refuse)
   run = resflax.load(workdir)
   assert run.input_shape == (784,) and run.image_shape == (28, 28, 1)
   assert run.predict(np.zeros((2, 28, 28, 1), np.uint8)).shape == (2, 10)
@@ -237,7 +238,7 @@ def test_resflax_models_lists_presets_with_sources_and_sizes(user_package):
 
 
 def test_the_example_block_trains_evaluates_reports_and_predicts(data_dir, tmp_path, monkeypatch):
-  """README "Use resflax as a library": one file of the user's own plus a config."""
+  """docs/library.md "Your own model": one file of the user's own plus a config."""
   env, workdir = _example_env(), tmp_path / 'my_block'
   config = EXAMPLE / 'config.py'
   trained = run_cli('train', '--config', config, '--workdir', workdir,

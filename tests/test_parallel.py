@@ -1,4 +1,4 @@
-"""Same model, any number of devices and processes: the guarantees in the README, each tested.
+"""Same model, any number of devices and processes: each guarantee of docs/guarantees.md, tested.
 
 Simulated CPU devices (``--xla_force_host_platform_device_count``) and real subprocesses on
 127.0.0.1 stand in for accelerators and hosts. Every run is the mnist_5k run of
@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 
+import chex
 import numpy as np
 import pytest
 
@@ -51,8 +52,7 @@ def assert_same_params(a, b, rtol=None):
   import jax
   x, y = jax.tree.leaves(a['params']), jax.tree.leaves(b['params'])
   if rtol is None:
-    for u, v in zip(x, y):
-      np.testing.assert_array_equal(u, v)
+    chex.assert_trees_all_equal(a['params'], b['params'])
     return
   diff = np.sqrt(sum(np.sum((u - v) ** 2) for u, v in zip(x, y)))
   norm = np.sqrt(sum(np.sum(u ** 2) for u in x))
@@ -225,7 +225,7 @@ def test_a_sigterm_after_the_last_step_still_exits_0(data_dir, tmp_path):
   assert (tmp_path / 'checkpoints' / '3').is_dir()
 
 
-@pytest.mark.slow  # 4 runs, ~90 s; the 8 -> 1 case was measured at 3.1e-7 (README)
+@pytest.mark.slow  # 4 runs, ~90 s; the 8 -> 1 case was measured at 3.1e-7 (docs/guarantees.md)
 @pytest.mark.parametrize('first, second', [(8, 1), (1, 8)])
 def test_resume_on_a_different_device_count(reference_run, data_dir, tmp_path, first, second):
   run_cli(*short_run_args(data_dir, tmp_path, '--config.num_train_steps=10'), env=devices(first),
@@ -275,3 +275,114 @@ def test_the_step_compiles_once(mode, data_dir, tmp_path, monkeypatch):
                 batch_size=512, num_epochs=2, checkpoint_every_steps=3, log_every_steps=2)
   result = train.train_and_evaluate(config, tmp_path)
   assert result['step'] == 14
+
+
+# ----------------------------------------------------------------------------------------------
+# Multi-host start-up: the environments jax.distributed configures itself from (simulated).
+# ----------------------------------------------------------------------------------------------
+OMPI = {'OMPI_MCA_orte_hnp_uri': '1531576320.0;tcp://10.96.0.1,10.148.0.1:34911',
+        'OMPI_COMM_WORLD_SIZE': '4', 'OMPI_COMM_WORLD_RANK': '1',
+        'OMPI_COMM_WORLD_LOCAL_RANK': '1'}
+SLURM = {'SLURM_JOB_ID': '4242', 'SLURM_STEP_NODELIST': 'node[01-02]', 'SLURM_NODELIST': 'node[01-02]',
+         'SLURM_NTASKS': '2', 'SLURM_PROCID': '1', 'SLURM_LOCALID': '0',
+         'SLURM_STEP_NUM_NODES': '2'}
+
+
+@pytest.fixture
+def cluster_env(monkeypatch):
+  """No launcher's variables (those of the machine running the tests removed); returns a setter."""
+  for name in list(os.environ):
+    if name.startswith(('OMPI_', 'PMI', 'SLURM_', 'KUBERNETES_', 'TPU_', 'MEGASCALE_',
+                        'JAX_COORDINATOR', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID')):
+      monkeypatch.delenv(name)
+  return lambda env: [monkeypatch.setenv(k, v) for k, v in env.items()]
+
+
+@pytest.mark.parametrize('env, found', [
+    ({}, None),
+    (OMPI, 'OmpiCluster'),  # mpirun (Open MPI)
+    ({**OMPI, 'OMPI_COMM_WORLD_SIZE': '1', 'OMPI_COMM_WORLD_RANK': '0'}, None),  # mpirun -n 1
+    (SLURM, 'SlurmCluster'),
+    ({**SLURM, 'SLURM_NTASKS': '1', 'SLURM_PROCID': '0'}, None),  # a one-task job: one process
+    ({'JAX_COORDINATOR_ADDRESS': '10.0.0.1:1234'}, 'JAX_COORDINATOR_ADDRESS'),
+], ids=['none', 'mpirun', 'mpirun-1', 'slurm', 'slurm-1', 'jax-variable'])
+def test_auto_detects_the_clusters_jax_configures_itself_from(cluster_env, env, found):
+  from resflax import parallel
+  cluster_env(env)
+  assert parallel.detected_cluster() == found
+
+
+def test_a_kubernetes_job_is_detected(cluster_env, monkeypatch):
+  """With the kubernetes client (faked here), a Job of 3 pods is a cluster; a 1-pod Job is not."""
+  import types
+  from jax._src.clusters import K8sCluster
+  from resflax import parallel
+  cluster_env({'KUBERNETES_SERVICE_HOST': '10.0.0.1'})
+  client = types.SimpleNamespace(CoreV1Api=object, BatchV1Api=object,
+                                 exceptions=types.SimpleNamespace(ApiException=Exception))
+  monkeypatch.setitem(sys.modules, 'kubernetes', types.SimpleNamespace(
+      config=types.SimpleNamespace(load_incluster_config=lambda: None), client=client))
+  for name in ('_core_api', '_batch_api', '_ApiException'):  # set by is_env_present: undone after
+    monkeypatch.setattr(K8sCluster, name, None, raising=False)
+  monkeypatch.setattr(K8sCluster, 'get_process_count', classmethod(lambda cls: 3))
+  assert parallel.detected_cluster() == 'K8sCluster'
+  monkeypatch.setattr(K8sCluster, 'get_process_count', classmethod(lambda cls: 1))
+  assert parallel.detected_cluster() is None
+
+
+def test_kubernetes_without_its_client_is_one_warning_line(cluster_env, monkeypatch, caplog):
+  from resflax import parallel
+  cluster_env({'KUBERNETES_SERVICE_HOST': '10.0.0.1'})
+  monkeypatch.setitem(sys.modules, 'kubernetes', None)  # `import kubernetes` fails
+  assert parallel.detected_cluster() is None
+  lines = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
+  assert len(lines) == 1 and '\n' not in lines[0] and 'jax[k8s]' in lines[0]
+
+
+def test_without_jax_cluster_list_launcher_variables_still_count(cluster_env, monkeypatch):
+  from resflax import parallel
+  monkeypatch.setattr(parallel, '_jax_cluster_envs', lambda: None)
+  cluster_env(OMPI)
+  assert parallel.detected_cluster() == 'OmpiCluster'
+
+
+def test_under_mpirun_auto_starts_jax_distributed_after_waiting_for_rank_0(cluster_env,
+                                                                            monkeypatch):
+  """Rank 1 of an mpirun job waits for the coordinator JAX derives (port and its one-line timeout
+  kept), then lets jax.distributed configure itself; 'off' starts nothing."""
+  import jax
+  import ml_collections
+  from resflax import parallel
+  cluster_env(OMPI)
+  calls = []
+  monkeypatch.setattr(jax.distributed, 'is_initialized', lambda: False)
+  monkeypatch.setattr(jax.distributed, 'initialize', lambda **kw: calls.append(('init', kw)))
+  monkeypatch.setattr(parallel, '_wait_for_coordinator', lambda a, t: calls.append(('wait', a)))
+  collectives = jax.config.jax_cpu_collectives_implementation
+  try:
+    config = ml_collections.ConfigDict(dict(distributed='auto', coordinator_address='',
+                                            num_processes=0, process_id=-1,
+                                            distributed_timeout_s=7))
+    assert parallel.initialize_distributed(config)
+    assert [c[0] for c in calls] == ['wait', 'init']
+    assert calls[0][1].startswith('10.96.0.1:') and calls[1][1] == {'initialization_timeout': 7}
+    calls.clear()
+    config.distributed = 'off'
+    assert not parallel.initialize_distributed(config) and not calls
+  finally:
+    jax.config.update('jax_cpu_collectives_implementation', collectives)
+
+
+def test_importing_resflax_sets_no_jax_config_and_a_run_does():
+  """Import changes no JAX setting; a run sets what it needs (jax_threefry_partitionable) when it
+  starts. A fresh process whose environment turns the setting off."""
+  code = ('import jax; before = dict(jax.config.values); '
+          'import resflax, resflax.parallel, resflax.train.loop, resflax.cli, resflax.api; '
+          'changed = sorted(k for k, v in jax.config.values.items() if before.get(k) != v); '
+          'import ml_collections; '
+          'resflax.parallel.initialize_distributed(ml_collections.ConfigDict({"distributed": "off"})); '
+          'print(changed, jax.config.jax_threefry_partitionable)')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=REPO,
+                       env={**os.environ, 'JAX_THREEFRY_PARTITIONABLE': 'false'}, timeout=120)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.split('\n')[-2] == '[] True'

@@ -59,7 +59,7 @@ def load_subject(workdir: str, *, num_examples: int = 1000, init: bool = False) 
   """The run in ``workdir`` (its latest checkpoint, through ``resflax.load``; ``init``: the model
   at initialisation, from the run's seed, as training starts) and the first ``num_examples`` of
   its evaluation split, preprocessed as training does."""
-  from resflax import api, models  # pylint: disable=g-import-not-at-top
+  from resflax import api, models, parallel  # pylint: disable=g-import-not-at-top
   from resflax import data as data_lib  # pylint: disable=g-import-not-at-top
   from resflax.train import loop  # pylint: disable=g-import-not-at-top
   if num_examples < 1:
@@ -68,6 +68,7 @@ def load_subject(workdir: str, *, num_examples: int = 1000, init: bool = False) 
   info = api.model_info(workdir, config)
   input_shape = tuple(info['input_shape'])
   if init:
+    parallel.configure_run()  # the random bits of the run's own initialisation
     model = models.from_config(config, num_outputs=int(info['num_outputs']))
     rng = jax.random.fold_in(jax.random.key(config.seed), loop.INIT_TAG)
     variables = jax.device_get(jax.jit(lambda r: model.init(

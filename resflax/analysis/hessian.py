@@ -27,6 +27,7 @@ import numpy as np
 
 from resflax import report
 from resflax.analysis import common
+from resflax.errors import NonFiniteLossError
 
 
 def hvp_fn(subject: common.Subject, batch_size: int = 250):
@@ -55,6 +56,11 @@ def lanczos(matvec, v0: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]
   basis, alphas, betas = [v], [], []
   for j in range(steps):
     w = matvec(v)
+    if not np.all(np.isfinite(w)):
+      raise NonFiniteLossError(
+          f'hessian: a Hessian-vector product is not finite (Lanczos step {j + 1}): the loss or '
+          'its curvature overflows at these weights (a diverged or exploding net); check the '
+          "run's loss, or analyse an earlier checkpoint or fewer examples (--num_examples)")
     if j:
       w = w - betas[-1] * basis[-2]
     alpha = float(w @ v)

@@ -18,14 +18,15 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import socket
-import sys
 
 from etils import epath
 import numpy as np
 
 PARTS = ('images', 'labels')
+_log = logging.getLogger(__name__)
 
 
 def _file_digest(path: epath.Path) -> str:
@@ -64,8 +65,7 @@ def _read(cache: epath.Path, name: str) -> tuple[np.ndarray, ...] | None:
     why = 'does not match the digest recorded when it was written'
   except (OSError, ValueError) as e:  # unreadable: decode the split again
     bad, why = [str(digests)], f'is unreadable ({type(e).__name__})'
-  print(f"resflax: warning: cached split {', '.join(bad)} {why}: decoding the split again",
-        file=sys.stderr, flush=True)
+  _log.warning('cached split %s %s: decoding the split again', ', '.join(bad), why)
   return None
 
 

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from resflax import blocks, parts
 from resflax.errors import ConfigError
-from resflax.models.resnet_cifar import stages_from_depth
+from resflax.models.common import Skeleton, stage_sizes
 
 
 class DenseNet(nn.Module):
@@ -59,50 +59,36 @@ class DenseNet(nn.Module):
 
   def stage_plan(self) -> tuple[int, ...]:
     """Dense layers per block, from ``depth`` or given directly."""
-    if (self.depth is None) == (self.stage_sizes is None):
-      raise ConfigError('DenseNet takes depth (3n+4, 6n+4 with bottleneck; e.g. 40, 100) or '
-                        f'stage_sizes, exactly one of them: got depth={self.depth!r}, '
-                        f'stage_sizes={self.stage_sizes!r}')
-    if self.stage_sizes is not None:
-      return tuple(self.stage_sizes)
-    return stages_from_depth(self.depth, 2 if self.bottleneck else 1, 4, 'DenseNet')
+    return stage_sizes('DenseNet', self.depth, self.stage_sizes, 2 if self.bottleneck else 1, 4,
+                       hint='3n+4, 6n+4 with bottleneck; e.g. 40, 100')
 
   @nn.compact
   def __call__(self, x, train: bool = False):  # x: [N, H, W, C]
-    where = 'DenseNet'
-    stage_sizes = self.stage_plan()
+    sizes = self.stage_plan()
     if callable(self.shortcut):
       raise ConfigError('DenseNet takes no shortcut factory: a dense layer concatenates its input '
                         "itself: use shortcut='identity'")
-    shortcut = parts.shortcut(self.shortcut, 1, 1, allowed=('identity',), where=where)
-    merge = parts.merge(self.merge, allowed=('concat',), where=where)
-    norm = parts.norm(self.norm, train=train, axis_name=self.axis_name, dtype=self.dtype,
-                      where=where)
-    dropout = (functools.partial(blocks.Dropout, self.dropout_rate, deterministic=not train,
-                                 axis_name=self.axis_name) if self.dropout_rate else None)
-    conv = functools.partial(blocks.he_conv, dtype=self.dtype)
-    act, k = parts.activation(self.act, where=where), self.growth_rate
+    shortcut = parts.shortcut(self.shortcut, 1, 1, allowed=('identity',), where='DenseNet')
+    sk = Skeleton.of(self, train, merges=('concat',))
+    dropout = functools.partial(sk.dropout, self.dropout_rate) if self.dropout_rate else None
+    k = self.growth_rate
     stem = self.stem_features or (2 * k if self.bottleneck and self.compression < 1 else 16)
-    x = conv(stem, (3, 3), padding=1, name='stem_conv')(x)  # [N, H, W, stem]
-    self.sow('intermediates', 'block1_output', x)
+    x = sk.stem(x, stem, norm=False)  # [N, H, W, stem]
     body = functools.partial(self.block_cls, k,
                              bottleneck_features=4 * k if self.bottleneck else None,
-                             conv=conv, norm=norm, act=act, dropout=dropout)
+                             conv=sk.conv, norm=sk.norm, act=sk.act, dropout=dropout)
     first = 2
-    for stage, n in enumerate(stage_sizes):
-      x = blocks.ResidualStack([body] * n, shortcut=shortcut, merge=merge, first_index=first,
+    for stage, n in enumerate(sizes):
+      x = blocks.ResidualStack([body] * n, shortcut=shortcut, merge=sk.merge, first_index=first,
                                name=f'dense{stage + 1}')(x)  # [N, H, W, m + n k]
       first += n
-      if stage < len(stage_sizes) - 1:
+      if stage < len(sizes) - 1:
         features = math.floor(self.compression * x.shape[-1])
-        x = blocks.DenseNetTransition(features, conv=conv, norm=norm, act=act, dropout=dropout,
+        x = blocks.DenseNetTransition(features, conv=sk.conv, norm=sk.norm, act=sk.act,
+                                      dropout=dropout,
                                       name=f'transition{stage + 1}')(x)  # [N, H/2, W/2, features]
         self.sow('intermediates', f'transition{stage + 1}_output', x)
-    x = act(norm(name='final_norm')(x))
-    x = jnp.mean(x, axis=(1, 2))  # global average pooling
-    self.sow('intermediates', 'pre_logits', x)
-    x = nn.Dense(self.num_outputs, dtype=self.dtype, name='logits')(x)
-    return jnp.asarray(x, jnp.float32)  # the loss is computed in float32
+    return sk.head(x, final_norm=True)
 
 
 DenseNet40_k12 = functools.partial(DenseNet, depth=40, growth_rate=12)

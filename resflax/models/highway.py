@@ -33,6 +33,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from resflax import blocks, parts
+from resflax.models.common import Skeleton
 
 
 class HighwayCIFAR(nn.Module):
@@ -60,43 +61,27 @@ class HighwayCIFAR(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):  # x: [N, H, W, C]
-    where = 'HighwayCIFAR'
-    dropout = functools.partial(blocks.Dropout, self.dropout_rate, deterministic=not train,
-                                axis_name=self.axis_name)
     # No BatchNorm, so the kernels must keep the forward signal: He-normal over the fan-in
     # (1502.01852), not the fan-out init of the BN nets (10x smaller logits at init here).
     conv = functools.partial(nn.Conv, kernel_init=nn.initializers.he_normal(), dtype=self.dtype)
-    norm = parts.norm(self.norm, train=train, axis_name=self.axis_name, dtype=self.dtype,
-                      optional=True, where=where)  # None: convs with a bias
-    act = parts.activation(self.act, where=where)
     gate = functools.partial(conv, kernel_size=(3, 3), padding=1)
-    merge = parts.merge(self.merge, gate=gate, gate_bias=self.gate_bias,
-                        allowed=('highway', 'add'), where=where)
-    layer = functools.partial(blocks.ConvAct, conv=conv, norm=norm, act=act)
-    i = 1
-    for stage, (n, features) in enumerate(zip(self.stage_sizes, self.stage_features)):
-      if stage > 0:
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))  # [N, H/2, W/2, C]
-        x = dropout()(x)
-      x = layer(features, name=f'block{i}')(x)  # plain: sets the width
-      self.sow('intermediates', f'block{i}_output', x)
-      i += 1
-      for _ in range(n):
-        body = functools.partial(self.block_cls, features, conv=conv, norm=norm, act=act)
-        shortcut = parts.shortcut(self.shortcut, features, features, conv=conv, norm=norm,
-                                  where=where)
-        if shortcut is None:
-          x = body(name=f'block{i}')(x)
-        else:
-          x = blocks.ResidualBlock(body, shortcut, merge, name=f'block{i}')(x)
-        self.sow('intermediates', f'block{i}_output', x)
-        i += 1
+    sk = Skeleton.of(self, train, conv=conv, optional_norm=True,  # no norm: convs with a bias
+                     merges=('highway', 'add'), gate=gate, gate_bias=self.gate_bias)
+    layer = functools.partial(blocks.ConvAct, conv=sk.conv, norm=sk.norm, act=sk.act)
+
+    def block(x, slot):  # each stage: [2x2 max-pool] -> a plain layer -> n highway layers
+      if slot.block > 0:
+        body = functools.partial(self.block_cls, slot.features, conv=sk.conv, norm=sk.norm,
+                                 act=sk.act)
+        return sk.residual(x, slot, body)
+      if slot.strides > 1:
+        s = (slot.strides, slot.strides)
+        x = sk.dropout(self.dropout_rate)(nn.max_pool(x, s, strides=s))  # [N, H/2, W/2, C]
+      return layer(slot.features, name=slot.name)(x)  # plain: sets the width
+
+    x = sk.stages(x, [n + 1 for n in self.stage_sizes], self.stage_features, block, first_index=1)
     x = layer(self.head_features, (1, 1), name='head')(x)
-    x = jnp.mean(x, axis=(1, 2))  # global average pooling
-    self.sow('intermediates', 'pre_logits', x)
-    x = dropout()(x)
-    x = nn.Dense(self.num_outputs, dtype=self.dtype, name='logits')(x)
-    return jnp.asarray(x, jnp.float32)  # the loss is computed in float32
+    return sk.head(x, dropout=self.dropout_rate)
 
 
 HighwayCIFAR19 = functools.partial(HighwayCIFAR, stage_sizes=(4, 5, 5),

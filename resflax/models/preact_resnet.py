@@ -26,8 +26,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from resflax import blocks, parts
-from resflax.errors import ConfigError
-from resflax.models.resnet_cifar import stages_from_depth, with_stochastic_depth
+from resflax.models.common import Skeleton, stage_sizes
 
 # Layers per unit, for ``depth``: 6n+2 with basic units, 9n+2 with bottleneck units.
 _LAYERS_PER_UNIT = {blocks.PreActBasicBody: 2, blocks.PreActBottleneckBody: 3}
@@ -60,59 +59,29 @@ class PreActResNet(nn.Module):
 
   def stage_plan(self) -> tuple[int, ...]:
     """Units per stage, from ``depth`` or given directly."""
-    if (self.depth is None) == (self.stage_sizes is None):
-      raise ConfigError('PreActResNet takes depth (6n+2 basic, 9n+2 bottleneck) or stage_sizes, '
-                        f'exactly one of them: got depth={self.depth!r}, '
-                        f'stage_sizes={self.stage_sizes!r}')
-    if self.stage_sizes is not None:
-      return tuple(self.stage_sizes)
-    if self.block_cls not in _LAYERS_PER_UNIT:
-      raise ConfigError(f'PreActResNet cannot derive stage_sizes from depth for block_cls '
-                        f'{self.block_cls!r}: give stage_sizes')
-    return stages_from_depth(self.depth, _LAYERS_PER_UNIT[self.block_cls], 2, 'PreActResNet')
+    return stage_sizes('PreActResNet', self.depth, self.stage_sizes,
+                       _LAYERS_PER_UNIT.get(self.block_cls), 2,
+                       hint='6n+2 basic, 9n+2 bottleneck')
 
   @nn.compact
   def __call__(self, x, train: bool = False):  # x: [N, H, W, C]
-    where = 'PreActResNet'
-    stage_sizes = self.stage_plan()
-    norm = parts.norm(self.norm, train=train, axis_name=self.axis_name, dtype=self.dtype,
-                      where=where)
-    conv = functools.partial(blocks.he_conv, dtype=self.dtype)
-    dense = functools.partial(nn.Dense, dtype=self.dtype)
-    act = parts.activation(self.act, where=where)
-    merge = parts.merge(self.merge, gate=dense, allowed=('add', 'highway'), where=where)
-    x = conv(self.stem_features, (3, 3), padding=1, name='stem_conv')(x)  # units start with BN-ReLU
-    self.sow('intermediates', 'block1_output', x)
-    survival = blocks.linear_decay_survival(sum(stage_sizes), self.survival_prob_last)
-    i = 0
-    for stage, (n, features) in enumerate(zip(stage_sizes, self.stage_features)):
-      for b in range(n):
-        strides = 2 if stage > 0 and b == 0 else 1
-        name = f'block{i + 2}'
-        changes_shape = x.shape[-1] != features or strides != 1
-        body = functools.partial(self.block_cls, features, strides=strides, conv=conv, norm=norm,
-                                 act=act)
-        # The shortcut's norm is the unit's shared pre-activation (None: no norm of its own).
-        shortcut = parts.shortcut(self.shortcut, x.shape[-1], features, strides, conv=conv,
-                                  norm=None, dense=dense, where=where)
-        if shortcut is None:
-          unit = body(name=name)
-        elif not changes_shape or self.shortcut in parts.PARAMETER_FREE_SHORTCUTS:
-          body = with_stochastic_depth(body, survival[i], train, self.axis_name)
-          unit = blocks.ResidualBlock(body, shortcut, merge, name=name)
-        else:
-          body = with_stochastic_depth(functools.partial(body, preact=False), survival[i], train,
-                                       self.axis_name)
-          unit = blocks.PreActivation(functools.partial(blocks.ResidualBlock, body, shortcut, merge),
-                                      norm=norm, act=act, name=name)
-        x = unit(x)
-        self.sow('intermediates', f'{name}_output', x)
-        i += 1
-    x = act(norm(name='final_norm')(x))
-    x = jnp.mean(x, axis=(1, 2))  # global average pooling
-    self.sow('intermediates', 'pre_logits', x)
-    x = nn.Dense(self.num_outputs, dtype=self.dtype, name='logits')(x)
-    return jnp.asarray(x, jnp.float32)  # the loss is computed in float32
+    sk = Skeleton.of(self, train)
+    x = sk.stem(x, self.stem_features, norm=False)  # units start with BN-ReLU
+
+    def unit(x, slot):
+      body = functools.partial(self.block_cls, slot.features, strides=slot.strides, conv=sk.conv,
+                               norm=sk.norm, act=sk.act)
+      # The shortcut's norm is the unit's shared pre-activation (None: no norm of its own).
+      shortcut = sk.shortcut_for(slot, norm=None)
+      if (shortcut is None or not slot.changes_shape
+          or self.shortcut in parts.PARAMETER_FREE_SHORTCUTS):
+        return sk.residual(x, slot, body, norm=None)
+      body = sk.with_stochastic_depth(functools.partial(body, preact=False), slot)
+      return blocks.PreActivation(functools.partial(blocks.ResidualBlock, body, shortcut, sk.merge),
+                                  norm=sk.norm, act=sk.act, name=slot.name)(x)
+
+    x = sk.stages(x, self.stage_plan(), self.stage_features, unit)
+    return sk.head(x, final_norm=True)
 
 
 _bottleneck = dict(block_cls=blocks.PreActBottleneckBody, stage_features=(64, 128, 256),

@@ -26,27 +26,7 @@ import jax.numpy as jnp
 
 from resflax import blocks, parts
 from resflax.errors import ConfigError
-
-
-def stages_from_depth(depth: int, layers_per_block: int, extra: int, where: str,
-                      num_stages: int = 3) -> tuple[int, ...]:
-  """``n`` blocks in each of ``num_stages`` stages for a net of ``depth`` layers, where ``depth =
-  num_stages * layers_per_block * n + extra`` (6n+2 for ResNet-CIFAR, 1512.03385 sec. 4.2)."""
-  step = num_stages * layers_per_block
-  n, rest = divmod(depth - extra, step) if isinstance(depth, int) else (0, 1)
-  if rest or n < 1:
-    examples = ', '.join(str(step * k + extra) for k in (1, 3, 9))
-    raise ConfigError(f'{where} depth {depth!r} is not of the form {step}n+{extra} (n >= 1): use '
-                      f'e.g. {examples}')
-  return (n,) * num_stages
-
-
-def with_stochastic_depth(body, survival_prob: float, train: bool, axis_name: str | None):
-  """``body`` wrapped in ``blocks.StochasticDepth`` when ``survival_prob < 1``, else unchanged."""
-  if survival_prob >= 1.0:
-    return body
-  return functools.partial(blocks.StochasticDepth, body=body, survival_prob=survival_prob,
-                           deterministic=not train, axis_name=axis_name)
+from resflax.models.common import Skeleton, stage_sizes
 
 
 class ResNetCIFAR(nn.Module):
@@ -91,13 +71,9 @@ class ResNetCIFAR(nn.Module):
 
   def stage_plan(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(blocks per stage, filters per stage), from ``depth`` / ``width`` or given directly."""
-    if (self.depth is None) == (self.stage_sizes is None):
-      raise ConfigError('ResNetCIFAR takes depth (6n+2, e.g. 20) or stage_sizes, exactly one of '
-                        f'them: got depth={self.depth!r}, stage_sizes={self.stage_sizes!r}')
+    sizes = stage_sizes('ResNetCIFAR', self.depth, self.stage_sizes, 2, 2, hint='6n+2, e.g. 20')
     if self.width is not None and self.stage_features is not None:
       raise ConfigError('ResNetCIFAR takes width or stage_features, not both')
-    sizes = (tuple(self.stage_sizes) if self.stage_sizes is not None
-             else stages_from_depth(self.depth, 2, 2, 'ResNetCIFAR'))
     if self.stage_features is not None:
       return sizes, tuple(self.stage_features)
     width = 16 if self.width is None else self.width
@@ -105,72 +81,45 @@ class ResNetCIFAR(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):  # x: [N, H, W, C]
-    where = 'ResNetCIFAR'
-    stage_sizes, stage_features = self.stage_plan()
-    dense_additive = self.merge == 'dense_additive'
+    sizes, widths = self.stage_plan()
+    dense_additive, fixup = self.merge == 'dense_additive', self.merge == 'fixup'
     if self.survival_prob_last < 1.0 and (self.shortcut == 'none' or dense_additive):
       raise ConfigError('stochastic depth needs residual blocks: use survival_prob_last=1 with '
                         f'shortcut={self.shortcut!r}, merge={self.merge!r}')
-    norm = parts.norm(self.norm, train=train, axis_name=self.axis_name, dtype=self.dtype,
-                      where=where)
-    conv = functools.partial(blocks.he_conv, dtype=self.dtype)
-    dense = functools.partial(nn.Dense, dtype=self.dtype)
-    act = parts.activation(self.act, where=where)
-    merge = parts.merge(self.merge, gate=dense, gate_bias=-2.0,
-                        allowed=('add', 'highway', 'dense_additive', 'skipinit', 'fixup'),
-                        where=where)
-    fixup = self.merge == 'fixup'
+    sk = Skeleton.of(self, train, merges=('add', 'highway', 'dense_additive', 'skipinit', 'fixup'))
     if fixup and (self.norm != 'none' or self.block_cls is not blocks.ConvNormActConvNorm):
       raise ConfigError("ResNetCIFAR merge 'fixup' replaces normalisation: use norm='none' and "
                         f'the basic block (got norm={self.norm!r})')
     if fixup and self.shortcut in ('none', 'identity'):
       raise ConfigError(f"ResNetCIFAR merge 'fixup' needs a shortcut in every block (its branches "
                         f'start at zero), not {self.shortcut!r}: use zero_pad or projection')
-    scalar = lambda name: self.param(name, nn.initializers.zeros, ()).astype(self.dtype)
-    x = conv(stage_features[0], (3, 3), padding=1, name='stem_conv')(x)
-    if fixup:
-      x = x + scalar('stem_bias')
-    x = act(norm(name='stem_norm')(x))  # [N, H, W, 16]
-    self.sow('intermediates', 'block1_output', x)
-    survival = blocks.linear_decay_survival(sum(stage_sizes), self.survival_prob_last)
-    i = 0
-    for stage, (n, features) in enumerate(zip(stage_sizes, stage_features)):
-      earlier = []  # dense_additive: this stage's earlier outputs o_0, o_1, ...
-      for b in range(n):
-        strides = 2 if stage > 0 and b == 0 else 1
-        body = functools.partial(self.block_cls, features, strides=strides, conv=conv, norm=norm,
-                                 act=act)
-        if fixup:
-          body = functools.partial(blocks.FixupBasicBody, features, strides=strides,
-                                   num_branches=sum(stage_sizes), conv=conv, act=act)
-        shortcut = parts.shortcut(self.shortcut, x.shape[-1], features, strides, conv=conv,
-                                  norm=norm, dense=dense, where=where)
-        name = f'block{i + 2}'
-        if dense_additive:
-          if not earlier:  # o_0: the stage input, reshaped by the shortcut where the stage starts
-            if shortcut is None:
-              raise ConfigError(f"ResNetCIFAR merge 'dense_additive' needs a shortcut where the "
-                                f'shape changes, not {self.shortcut!r}: use zero_pad or projection')
-            earlier.append(shortcut(name=f'{name}_in')(x))
-          y = body(name=name)(x)  # x = o_{i-1}
-          for o in earlier:
-            y = y + o
-          x = act(y)
-          earlier.append(x)
-        elif shortcut is None:
-          x = act(body(name=name)(x))
-        else:
-          body = with_stochastic_depth(body, survival[i], train, self.axis_name)
-          x = act(blocks.ResidualBlock(body, shortcut, merge, name=name)(x))
-        self.sow('intermediates', f'{name}_output', x)
-        i += 1
-    x = jnp.mean(x, axis=(1, 2))  # global average pooling: [N, 64]
-    self.sow('intermediates', 'pre_logits', x)
-    if fixup:  # 1901.09321 sec. 3 rule 1: the classifier starts at zero
-      x = x + scalar('pre_logits_bias')
-      dense = functools.partial(dense, kernel_init=nn.initializers.zeros)
-    x = dense(self.num_outputs, name='logits')(x)
-    return jnp.asarray(x, jnp.float32)  # the loss is computed in float32
+    x = sk.stem(x, widths[0], bias=fixup)  # [N, H, W, 16]
+    earlier = []  # dense_additive: the stage's earlier outputs o_0, o_1, ...
+
+    def block(x, slot):
+      if fixup:
+        body = functools.partial(blocks.FixupBasicBody, slot.features, strides=slot.strides,
+                                 num_branches=slot.num_blocks, conv=sk.conv, act=sk.act)
+      else:
+        body = functools.partial(self.block_cls, slot.features, strides=slot.strides,
+                                 conv=sk.conv, norm=sk.norm, act=sk.act)
+      if not dense_additive:
+        return sk.act(sk.residual(x, slot, body))
+      if slot.block == 0:  # o_0: the stage input, reshaped by the shortcut where the stage starts
+        shortcut = sk.shortcut_for(slot)
+        if shortcut is None:
+          raise ConfigError(f"ResNetCIFAR merge 'dense_additive' needs a shortcut where the "
+                            f'shape changes, not {self.shortcut!r}: use zero_pad or projection')
+        earlier[:] = [shortcut(name=f'{slot.name}_in')(x)]
+      y = body(name=slot.name)(x)  # x = o_{i-1}
+      for o in earlier:
+        y = y + o
+      earlier.append(sk.act(y))
+      return earlier[-1]
+
+    x = sk.stages(x, sizes, widths, block)
+    # Fixup (1901.09321 sec. 3 rule 1): a scalar bias before the classifier, which starts at zero.
+    return sk.head(x, bias=fixup, kernel_init=nn.initializers.zeros if fixup else None)
 
 
 # Depth 6n + 2 (table 6). Option A shortcuts; shortcut='projection' for option B, 'none' for the

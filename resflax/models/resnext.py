@@ -21,8 +21,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from resflax import blocks, parts
-from resflax.errors import ConfigError
-from resflax.models.resnet_cifar import stages_from_depth, with_stochastic_depth
+from resflax.models.common import Skeleton, stage_sizes
 
 
 class ResNeXt(nn.Module):
@@ -52,47 +51,22 @@ class ResNeXt(nn.Module):
 
   def stage_plan(self) -> tuple[int, ...]:
     """Blocks per stage, from ``depth`` (29 when neither is given) or given directly."""
-    if self.depth is not None and self.stage_sizes is not None:
-      raise ConfigError('ResNeXt takes depth (9n+2, e.g. 29) or stage_sizes, not both')
-    if self.stage_sizes is not None:
-      return tuple(self.stage_sizes)
-    return stages_from_depth(29 if self.depth is None else self.depth, 3, 2, 'ResNeXt')
+    return stage_sizes('ResNeXt', self.depth, self.stage_sizes, 3, 2, hint='9n+2, e.g. 29',
+                       default_depth=29)
 
   @nn.compact
   def __call__(self, x, train: bool = False):  # x: [N, H, W, C]
-    where = 'ResNeXt'
-    stage_sizes = self.stage_plan()
-    norm = parts.norm(self.norm, train=train, axis_name=self.axis_name, dtype=self.dtype,
-                      where=where)
-    conv = functools.partial(blocks.he_conv, dtype=self.dtype)
-    dense = functools.partial(nn.Dense, dtype=self.dtype)
-    act = parts.activation(self.act, where=where)
-    merge = parts.merge(self.merge, gate=dense, allowed=('add', 'highway'), where=where)
-    x = conv(self.stem_features, (3, 3), padding=1, name='stem_conv')(x)
-    x = act(norm(name='stem_norm')(x))  # [N, H, W, 64]
-    self.sow('intermediates', 'block1_output', x)
-    survival = blocks.linear_decay_survival(sum(stage_sizes), self.survival_prob_last)
-    i = 0
-    for stage, (n, features) in enumerate(zip(stage_sizes, self.stage_features)):
-      width = self.cardinality * self.base_width * 2**stage  # C * d: 512, 1024, 2048 for 8x64d
-      for b in range(n):
-        strides = 2 if stage > 0 and b == 0 else 1
-        body = functools.partial(self.block_cls, features, width, strides=strides,
-                                 groups=self.cardinality, conv=conv, norm=norm, act=act)
-        shortcut = parts.shortcut(self.shortcut, x.shape[-1], features, strides, conv=conv,
-                                  norm=norm, dense=dense, where=where)
-        name = f'block{i + 2}'
-        if shortcut is None:
-          x = act(body(name=name)(x))
-        else:
-          body = with_stochastic_depth(body, survival[i], train, self.axis_name)
-          x = act(blocks.ResidualBlock(body, shortcut, merge, name=name)(x))
-        self.sow('intermediates', f'{name}_output', x)
-        i += 1
-    x = jnp.mean(x, axis=(1, 2))  # global average pooling: [N, 1024]
-    self.sow('intermediates', 'pre_logits', x)
-    x = nn.Dense(self.num_outputs, dtype=self.dtype, name='logits')(x)
-    return jnp.asarray(x, jnp.float32)  # the loss is computed in float32
+    sk = Skeleton.of(self, train)
+    x = sk.stem(x, self.stem_features)  # [N, H, W, 64]
+
+    def block(x, slot):
+      width = self.cardinality * self.base_width * 2**slot.stage  # C * d: 512, 1024, 2048 (8x64d)
+      body = functools.partial(self.block_cls, slot.features, width, strides=slot.strides,
+                               groups=self.cardinality, conv=sk.conv, norm=sk.norm, act=sk.act)
+      return sk.act(sk.residual(x, slot, body))
+
+    x = sk.stages(x, self.stage_plan(), self.stage_features, block)  # [N, H/4, W/4, 1024]
+    return sk.head(x)
 
 
 ResNeXt29_8x64d = functools.partial(ResNeXt, depth=29, cardinality=8, base_width=64)

@@ -20,14 +20,13 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from resflax import blocks, parts
+from resflax.models.common import Skeleton
 
 
-def _train_mode_layers(train: bool, axis_name: str | None, dtype: Any):
-  """The norm and dropout factories with the train mode bound once, for the whole model."""
-  norm = functools.partial(blocks.keras_batch_norm, use_running_average=not train,
-                           axis_name=axis_name, dtype=dtype)
-  dropout = functools.partial(blocks.Dropout, deterministic=not train, axis_name=axis_name)
-  return norm, dropout
+def _keras_skeleton(model: nn.Module, train: bool, **kwargs) -> Skeleton:
+  """The model's skeleton with Keras' layers: glorot-uniform kernels, Keras' BatchNorm."""
+  return Skeleton.of(model, train, conv=blocks.keras_conv, dense=blocks.keras_dense,
+                     batch=blocks.keras_batch_norm, **kwargs)
 
 
 class ResidualMLP(nn.Module):
@@ -48,23 +47,15 @@ class ResidualMLP(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):  # x: [N, D]
-    norm, dropout = _train_mode_layers(train, self.axis_name, self.dtype)
-    dense = functools.partial(blocks.keras_dense, dtype=self.dtype)
-    x = nn.relu(dense(self.width, name='stem0')(x))
-    x = nn.relu(dense(self.width, name='stem1')(x))
-    self.sow('intermediates', 'block1_output', x)
-    body = functools.partial(blocks.DenseNormActDropout, self.width, depth=2, dense=dense,
-                             norm=norm, dropout=functools.partial(dropout, self.dropout_rate))
-    bodies = [body] * self.num_blocks
-    if self.dense_additive:
-      x = blocks.DenseAdditiveStack(bodies, name='stack')(x)
-    else:
-      x = blocks.ResidualStack(bodies, name='stack')(x)
-    x = nn.relu(dense(self.width, name='head')(x))
-    self.sow('intermediates', 'pre_logits', x)
-    x = dropout(self.dropout_rate)(x)
-    x = dense(self.num_outputs, name='logits')(x)
-    return jnp.asarray(x, jnp.float32)  # the loss is computed in float32
+    sk = _keras_skeleton(self, train)
+    x = sk.stem(x, layers=(sk.dense(self.width, name='stem0'), nn.relu,
+                           sk.dense(self.width, name='stem1'), nn.relu))
+    body = functools.partial(blocks.DenseNormActDropout, self.width, depth=2, dense=sk.dense,
+                             norm=sk.norm, dropout=functools.partial(sk.dropout, self.dropout_rate))
+    stack = blocks.DenseAdditiveStack if self.dense_additive else blocks.ResidualStack
+    x = stack([body] * self.num_blocks, name='stack')(x)
+    return sk.head(x, pool=None, hidden=(sk.dense(self.width, name='head'), nn.relu),
+                   dropout=self.dropout_rate)
 
 
 class SeedResCNN(nn.Module):
@@ -86,27 +77,21 @@ class SeedResCNN(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):  # x: [N, H, W, C]
-    norm, dropout = _train_mode_layers(train, self.axis_name, self.dtype)
-    conv = functools.partial(blocks.keras_conv, dtype=self.dtype)
-    dense = functools.partial(blocks.keras_dense, dtype=self.dtype)
-    x = nn.relu(conv(32, (3, 3), padding='VALID', name='stem0')(x))  # [N, H-2, W-2, 32]
-    x = nn.relu(conv(64, (3, 3), padding='VALID', name='stem1')(x))  # [N, H-4, W-4, 64]
-    x = blocks.window_max_pool(x, 3)  # MaxPooling2D(3): [N, (H-4)//3, (W-4)//3, 64]
-    self.sow('intermediates', 'block1_output', x)
+    sk = _keras_skeleton(self, train)
+    x = sk.stem(x, layers=(
+        sk.conv(32, (3, 3), padding='VALID', name='stem0'), nn.relu,  # [N, H-2, W-2, 32]
+        sk.conv(64, (3, 3), padding='VALID', name='stem1'), nn.relu,  # [N, H-4, W-4, 64]
+        lambda x: blocks.window_max_pool(x, 3)))  # MaxPooling2D(3): [N, (H-4)//3, (W-4)//3, 64]
     if self.body == 'deep':
-      body = functools.partial(blocks.ConvActNormConvAct, 64, conv=conv, norm=norm)
+      body = functools.partial(blocks.ConvActNormConvAct, 64, conv=sk.conv, norm=sk.norm)
     elif self.body == 'shallow':
-      body = functools.partial(blocks.ConvNormAct, 64, depth=2, conv=conv, norm=norm)
+      body = functools.partial(blocks.ConvNormAct, 64, depth=2, conv=sk.conv, norm=sk.norm)
     else:
       raise ValueError(f"SeedResCNN body must be 'deep' or 'shallow', got {self.body!r}")
     x = blocks.ResidualStack([body] * self.num_blocks, name='stack')(x)
-    x = nn.relu(conv(64, (3, 3), padding='VALID', name='head_conv')(x))
-    x = jnp.mean(x, axis=(1, 2))  # GlobalAveragePooling2D
-    x = nn.relu(dense(256, name='head_dense')(x))
-    self.sow('intermediates', 'pre_logits', x)
-    x = dropout(self.dropout_rate)(x)
-    x = dense(self.num_outputs, name='logits')(x)
-    return jnp.asarray(x, jnp.float32)  # the loss is computed in float32
+    x = nn.relu(sk.conv(64, (3, 3), padding='VALID', name='head_conv')(x))
+    return sk.head(x, hidden=(sk.dense(256, name='head_dense'), nn.relu),  # GlobalAveragePooling2D
+                   dropout=self.dropout_rate)
 
 
 class SteeringBranch(nn.Module):
@@ -162,32 +147,18 @@ class SteeringNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):  # x: [N, 120, 160, 3]
-    where = 'SteeringNet'
-    _, dropout = _train_mode_layers(train, self.axis_name, self.dtype)
-    norm = parts.norm(self.norm, train=train, axis_name=self.axis_name, dtype=self.dtype,
-                      batch=blocks.keras_batch_norm, optional=True, where=where)
-    conv = functools.partial(blocks.keras_conv, dtype=self.dtype)
-    dense = functools.partial(blocks.keras_dense, dtype=self.dtype)
-    merge = parts.merge(self.merge, gate=dense, allowed=('add', 'concat', 'highway'), where=where)
-    x = conv(64, (6, 6), strides=(3, 3), padding='VALID', name='conv1')(x)
-    if norm is not None:
-      x = norm(name='norm1')(x)
-    x = dropout(0.2)(x)  # [N, 39, 52, 64]
-    self.sow('intermediates', 'block1_output', x)
+    sk = _keras_skeleton(self, train, optional_norm=True, merges=('add', 'concat', 'highway'))
+    conv1 = sk.conv(64, (6, 6), strides=(3, 3), padding='VALID', name='conv1')  # linear
+    norm1 = [] if sk.norm is None else [sk.norm(name='norm1')]
+    x = sk.stem(x, layers=(conv1, *norm1, sk.dropout(0.2)))  # [N, 39, 52, 64]
     to_vector = self.shortcut in _VECTOR_SHORTCUTS
-    if to_vector:  # method 2: [N, 39, 52, 64] -> [N, 20, 26, 128] -> [N, 64]
-      branch = functools.partial(SteeringBranch, 128, 2, flatten=True, dropout=dropout,
-                                 conv=conv, dense=dense, norm=norm)
-    else:  # method 1: [N, 39, 52, 64] -> [N, 39, 52, 64]
-      branch = functools.partial(SteeringBranch, 64, 1, flatten=False, dropout=dropout,
-                                 conv=conv, dense=dense, norm=norm)
-    shortcut = parts.shortcut(self.shortcut, 64, 64, conv=conv, norm=norm, dense=dense,
-                              to_vector=to_vector, always=True, where=where)
-    if shortcut is None:
-      x = branch(name='block2')(x)
-    else:
-      x = blocks.ResidualBlock(branch, shortcut, merge, name='block2')(x)
-    self.sow('intermediates', 'block2_output', x)
-    x = x.reshape(x.shape[0], -1)
-    x = dense(self.num_outputs, name='angle_out')(x)
-    return jnp.asarray(x, jnp.float32)  # the loss is computed in float32
+    # method 2: [N, 39, 52, 64] -> [N, 20, 26, 128] -> [N, 64]; method 1: the same map out.
+    branch = functools.partial(SteeringBranch, *((128, 2) if to_vector else (64, 1)),
+                               flatten=to_vector, dropout=sk.dropout, conv=sk.conv,
+                               dense=sk.dense, norm=sk.norm)
+
+    def block(x, slot):  # the shortcut applied even though the shape is kept (seed 000)
+      return sk.residual(x, slot, branch, to_vector=to_vector, always=True)
+
+    x = sk.stages(x, (1,), (64,), block)  # block2
+    return sk.head(x, pool='flatten', name='angle_out')

@@ -37,6 +37,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from resflax import blocks, parts
+from resflax.models.common import Skeleton
 
 # The study's order (the plain reference first); the names are resflax.parts.SHORTCUTS.
 SHORTCUTS = ('none',) + tuple(kind for kind in parts.SHORTCUTS if kind != 'none')
@@ -61,37 +62,17 @@ class ShortcutStudyNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):  # x: [N, H, W, C]
-    where = 'ShortcutStudyNet'
-    norm = parts.norm(self.norm, train=train, axis_name=self.axis_name, dtype=self.dtype,
-                      where=where)
-    conv = functools.partial(blocks.he_conv, dtype=self.dtype)
-    act = parts.activation(self.act, where=where)
-    dense = functools.partial(nn.Dense, dtype=self.dtype)
-    merge = parts.merge(self.merge, gate=dense, allowed=('add', 'highway'), where=where)
+    sk = Skeleton.of(self, train)
     if self.input_pool > 1:
       p = (self.input_pool, self.input_pool)
       x = nn.avg_pool(x, p, strides=p)
-    x = conv(self.stage_features[0], (3, 3), strides=(2, 2), padding=1, name='stem_conv')(x)
-    x = act(norm(name='stem_norm')(x))
-    self.sow('intermediates', 'block1_output', x)
-    i = 2
-    for stage, features in enumerate(self.stage_features):
-      for strides in ((1,) if stage == 0 else (2, 1)):
-        body = functools.partial(blocks.ConvNormActConvNorm, features, strides=strides, conv=conv,
-                                 norm=norm, act=act)
-        name = f'block{i}'
-        shortcut = parts.shortcut(self.shortcut, x.shape[-1], features, strides, conv=conv,
-                                  norm=norm, dense=dense, where=where)
-        if shortcut is None:
-          x = act(body(name=name)(x))
-        else:
-          x = act(blocks.ResidualBlock(body, shortcut, merge, name=name)(x))
-        self.sow('intermediates', f'{name}_output', x)
-        i += 1
-    if self.head == 'gap':
-      x = jnp.mean(x, axis=(1, 2))
-    else:
-      x = x.reshape(x.shape[0], -1)
-    self.sow('intermediates', 'pre_logits', x)
-    x = dense(self.num_outputs, name='head')(x)
-    return jnp.asarray(x, jnp.float32)  # the loss is computed in float32
+    x = sk.stem(x, self.stage_features[0], strides=2)
+
+    def block(x, slot):
+      body = functools.partial(blocks.ConvNormActConvNorm, slot.features, strides=slot.strides,
+                               conv=sk.conv, norm=sk.norm, act=sk.act)
+      return sk.act(sk.residual(x, slot, body))
+
+    sizes = [1] + [2] * (len(self.stage_features) - 1)  # strides 1; then 2, 1 in each stage
+    x = sk.stages(x, sizes, self.stage_features, block)
+    return sk.head(x, pool='mean' if self.head == 'gap' else 'flatten', name='head')

@@ -33,6 +33,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import logging
 import os
 import pathlib
 import re
@@ -272,12 +273,13 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding='SAME',
 # conv_impl: routing a model's nn.Conv layers.
 # ----------------------------------------------------------------------------------------------
 _told: set = set()
+_log = logging.getLogger(__name__)
 
 
 def _info(message: str) -> None:
   if message not in _told:
     _told.add(message)
-    print(f'resflax: info: {message}', file=sys.stderr, flush=True)
+    _log.info('%s', message)
 
 
 def resolve(conv_impl: str) -> str:

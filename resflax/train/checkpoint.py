@@ -29,6 +29,7 @@ from resflax.errors import CheckpointError, CheckpointSaveError
 from resflax.train.state import TrainState
 
 DIGEST_KEY = 'digest'
+_log = logging.getLogger(__name__)
 
 
 class _NoOrbaxErrors(logging.Filter):
@@ -210,8 +211,8 @@ class Checkpoints:
       problem = f'is unreadable ({type(error).__name__}: {reason})'
     else:
       problem = f'is corrupt: {problem}'
-    print(f'resflax: warning: checkpoint {path} {problem}; it is kept as {kept}; using the '
-          'previous checkpoint', file=sys.stderr, flush=True)
+    _log.warning('checkpoint %s %s; it is kept as %s; using the previous checkpoint', path,
+                 problem, kept)
 
   def close(self) -> None:
     self.manager.close()

@@ -13,10 +13,10 @@ import contextlib
 import dataclasses
 import functools
 import json
+import logging
 import math
 import os
 import signal
-import sys
 import threading
 import time
 
@@ -42,6 +42,7 @@ from resflax.train import writers
 
 # PRNG streams, all derived from jax.random.key(config.seed) with fold_in and these fixed tags.
 INIT_TAG, DROPOUT_TAG = 0, 1
+_log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -77,6 +78,7 @@ def _with_apply_fn(create, apply_fn):
 
 def build(config: ml_collections.ConfigDict) -> Experiment:
   """Checks the config against the model and data, then builds them. Writes nothing."""
+  parallel.configure_run()  # the JAX settings of a run, before its first random numbers
   if config.loss not in steps.LOSSES:
     raise ConfigError(f'unknown --config.loss={config.loss!r}: use one of {", ".join(steps.LOSSES)}')
   if config.parallel not in ('jit', 'pmap'):
@@ -114,8 +116,10 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
   if conv_impl != 'xla':  # the steps call state.apply_fn: its nn.Conv layers then run on oneDNN
     create = _with_apply_fn(create, onednn.route(model.apply, conv_impl))
   train = functools.partial(steps.train_step, loss=config.loss, axis_name=axis_name,
-                            block_metrics=config.get('log_block_metrics', False))
-  evaluate_ = functools.partial(steps.eval_step, loss=config.loss, axis_name=axis_name)
+                            block_metrics=config.get('log_block_metrics', False),
+                            input_shape=tuple(data.input_shape))
+  evaluate_ = functools.partial(steps.eval_step, loss=config.loss, axis_name=axis_name,
+                                input_shape=tuple(data.input_shape))
   schedule = state_lib.learning_rate_schedule(config, data.steps_per_epoch)
   dropout_rng = lambda: jax.random.fold_in(jax.random.key(config.seed), DROPOUT_TAG)
   feed = feed_lib.build_feed(config, data, mesh, train, evaluate_, pmap)
@@ -223,8 +227,7 @@ class _Preemption:
 
   def _sigint(self, *_) -> None:
     if self.interrupted:  # the second Ctrl-C: out now (a save in flight stays a tmp folder)
-      print('\nresflax: interrupted again: stopped at once, without saving', file=sys.stderr,
-            flush=True)
+      _log.warning('interrupted again: stopped at once, without saving')
       os._exit(INTERRUPT_EXIT)  # pylint: disable=protected-access
     self.requested = self.interrupted = True
 
@@ -407,6 +410,7 @@ class _Run:
     meta = {'step': self.step, 'epoch': self.step // spe, 'steps_per_epoch': spe,
             'unlogged_metrics': list(unlogged)}
     self.ckpt.save(self.step, self.exp.host_state(self.state), meta)
+    self.writer.flush()  # the rows up to a saved step are on storage with it (object stores)
     self.last_saved, self.last_save_time = self.step, time.monotonic()
 
   def interval_passed(self) -> bool:

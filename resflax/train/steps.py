@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import re
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
 
-from resflax.errors import ConfigError
+from resflax.errors import ConfigError, ShapeMismatchError
 from resflax.train.state import TrainState
 
 LOSSES = ('softmax_cross_entropy', 'keras_binary_crossentropy', 'mse')
@@ -47,6 +48,41 @@ def _per_example_metrics(loss: str, outputs, labels) -> dict[str, jax.Array]:
   return metrics
 
 
+def check_batch(batch: dict, input_shape: tuple[int, ...] | None = None) -> None:
+  """The step's input contract, checked on shapes (at trace time: free under jit).
+
+  ``image`` ``[N, *input_shape]`` (any ``[N, ...]`` where ``input_shape`` is None), ``label``
+  ``[N]`` and, in an eval batch, ``mask`` ``[N]``. Raises ``ShapeMismatchError`` with the shapes.
+  """
+  shapes = ', '.join(f'{k} {tuple(v.shape)}' for k, v in batch.items())
+  try:
+    chex.assert_rank(batch['label'], 1)
+    chex.assert_rank(batch['image'], {*range(2, 6)})
+    chex.assert_equal_shape_prefix([batch['image'], batch['label']], 1)
+    if 'mask' in batch:
+      chex.assert_equal_shape([batch['mask'], batch['label']])
+    if input_shape is not None:
+      chex.assert_shape(batch['image'], (None, *input_shape))
+  except AssertionError as e:
+    want = f"[N, {', '.join(map(str, input_shape))}]" if input_shape is not None else '[N, ...]'
+    raise ShapeMismatchError(
+        f'the batch ({shapes}) is not image {want}, label [N] (mask [N] to evaluate): '
+        f"{str(e).splitlines()[0][:200]}") from None
+
+
+def check_outputs(outputs: jax.Array, labels: jax.Array, loss: str) -> None:
+  """The model's outputs fit ``loss``: ``[N, classes]`` logits, or ``[N, 1]`` predictions (mse)."""
+  want = (labels.shape[0], 1) if task_of(loss) == 'regression' else (labels.shape[0], None)
+  try:
+    chex.assert_shape(outputs, want)
+  except AssertionError:
+    raise ShapeMismatchError(
+        f'the model outputs {tuple(outputs.shape)} for {labels.shape[0]} examples, but '
+        f'--config.loss={loss} needs [N, ' + ('1]' if want[1] == 1 else 'classes]')
+        + ': build the model with num_outputs=' + ('1' if want[1] == 1 else 'the class count')
+    ) from None
+
+
 _BLOCK = re.compile(r'(block|stage|layer)\d+')
 
 
@@ -69,8 +105,13 @@ def per_block_norms(tree) -> dict[str, jax.Array]:
 
 
 def train_step(state: TrainState, batch: dict, rng: jax.Array, *, loss: str,
-               axis_name: str | None = None, block_metrics: bool = False):
-  """One optimizer step on ``batch`` (``image``, ``label``).
+               axis_name: str | None = None, block_metrics: bool = False,
+               input_shape: tuple[int, ...] | None = None):
+  """One optimizer step on ``batch`` (``image`` ``[N, *input_shape]``, ``label`` ``[N]``).
+
+  The batch's and the model outputs' shapes are checked when the step is traced (``check_batch``,
+  ``check_outputs``); pass ``input_shape`` (what the state was created for) to check the images
+  against the model's input too.
 
   Randomness: ``k = fold_in(rng, step)``; dropout draws from ``fold_in(k, 0)`` and stochastic depth
   from ``fold_in(k, 1)``, so a resumed run draws the same numbers. Under ``jax.pmap`` pass
@@ -80,6 +121,7 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, loss: str,
   ``block_metrics`` adds the gradient-flow diagnostic: per block (``block_of``), the gradient norm
   ``grad_norm/<block>`` and the update/parameter norm ratio ``update_ratio/<block>``.
   """
+  check_batch(batch, input_shape)
   step_rng = jax.random.fold_in(rng, state.step)
   rngs = {'dropout': jax.random.fold_in(step_rng, 0),
           'stochastic_depth': jax.random.fold_in(step_rng, 1)}
@@ -88,6 +130,7 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, loss: str,
     outputs, new_model_state = state.apply_fn(
         {'params': params, 'batch_stats': state.batch_stats}, batch['image'], train=True,
         rngs=rngs, mutable=['batch_stats'])
+    check_outputs(outputs, batch['label'], loss)
     return jnp.mean(per_example_loss(loss, outputs, batch['label'])), (new_model_state, outputs)
 
   (_, (new_model_state, outputs)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -106,11 +149,16 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, loss: str,
   return new_state, metrics
 
 
-def eval_step(state: TrainState, batch: dict, *, loss: str,
-              axis_name: str | None = None) -> dict[str, jax.Array]:
-  """Sums over the real examples of ``batch`` (``mask`` 0 marks padding) and their ``count``."""
+def eval_step(state: TrainState, batch: dict, *, loss: str, axis_name: str | None = None,
+              input_shape: tuple[int, ...] | None = None) -> dict[str, jax.Array]:
+  """Sums over the real examples of ``batch`` (``mask`` 0 marks padding) and their ``count``.
+
+  Shapes are checked as in ``train_step``.
+  """
+  check_batch(batch, input_shape)
   outputs = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
                            batch['image'], train=False)
+  check_outputs(outputs, batch['label'], loss)
   mask = batch['mask']
   sums = jax.tree.map(lambda m: jnp.sum(m * mask), _per_example_metrics(loss, outputs, batch['label']))
   sums['count'] = jnp.sum(mask)

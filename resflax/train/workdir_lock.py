@@ -16,14 +16,16 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
+import logging
 import os
 import socket
-import sys
 
 from etils import epath
 import numpy as np
 
 from resflax.errors import WorkdirError
+
+_log = logging.getLogger(__name__)
 
 LOCK_NAME = '.lock'
 
@@ -71,8 +73,8 @@ def held_by_run(workdir: epath.Path):
   main = jax.process_index() == 0
   if not is_local(workdir):
     if main:
-      print(f'resflax: warning: {workdir} is not a local directory, so it has no lock: do not '
-            'start two training runs on it at once', file=sys.stderr, flush=True)
+      _log.warning('%s is not a local directory, so it has no lock: do not start two training '
+                   'runs on it at once', workdir)
     yield None
     return
   lock, refusal = WorkdirLock(workdir), None

@@ -1,6 +1,6 @@
 """The benchmark's command line: runs the workers one after the other, prints the tables, writes JSON.
 
-This process imports no framework: every measurement runs in a fresh ``python -m resflax.bench
+This process imports no framework: every measurement runs in a fresh ``python scripts/bench.py
 --worker KIND --model NAME ...`` process (see ``workers.py``) and hands back JSON, so peers never
 share a process, a thread pool or a peak RSS, and nothing runs concurrently with a measurement.
 """
@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 
-from resflax.bench import specs, workers
+from benchmarks import specs, workers
 
 SECTIONS = ('matmul', 'pipeline', 'end-to-end', 'first-step')
 # Which module each framework needs (checked before running its workers).
@@ -93,7 +93,7 @@ def _expand_models(names: list[str]) -> list[str]:
 # Running workers.
 # ----------------------------------------------------------------------------------------------
 def _worker_args(args, kind: str, model: str | None, batch_size: int, out: str) -> list[str]:
-  cmd = [sys.executable, '-m', 'resflax.bench', '--worker', kind, '--out', out,
+  cmd = [sys.executable, str(specs.SCRIPT), '--worker', kind, '--out', out,
          '--repeats', str(args.repeats), '--min-repeat-s', str(args.min_repeat_s),
          '--matmul-size', str(args.matmul_size), '--pipeline-seconds', str(args.pipeline_seconds),
          '--data-dir', args.data_dir]
@@ -389,9 +389,15 @@ def main(argv: list[str] | None = None) -> int:
     frameworks[at:at] = [f'resflax:{v}' for v in dict.fromkeys(args.resflax_variants)]
   notes = []
   for fw in list(frameworks):
-    if importlib.util.find_spec(REQUIRES[fw.split(':')[0]]) is None:
-      notes.append(f"{fw}: not run, {REQUIRES[fw]} is not installed (pip install -e '.[bench]').")
+    module = REQUIRES[fw.split(':')[0]]
+    if importlib.util.find_spec(module) is None:
+      notes.append(f"{fw}: not run, {module} is not installed: pip install -e '.[bench]' (Keras 3 "
+                   'and PyTorch, the peers).')
+      _log(f'resflax bench: {notes[-1]}')
       frameworks.remove(fw)
+  if not frameworks:
+    raise SystemExit("resflax bench: error: none of the frameworks asked for can run here: "
+                     "pip install -e '.[bench]' installs the peers (Keras 3 and PyTorch)")
   report = {'command': shlex.join(['resflax', 'bench', *(argv if argv is not None else sys.argv[1:])]),
             'machine': _machine(), 'models': models, 'frameworks': frameworks, 'steps': {},
             'batch_sizes': {}, 'load_1min': [os.getloadavg()[0]], 'notes': notes}

@@ -50,7 +50,9 @@ RESFLAX_VARIANTS = {
 KERAS_BACKENDS = {'keras-tensorflow': 'tensorflow', 'keras-jax': 'jax'}
 NUM_CLASSES = 10
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / 'experiments' / 'configs'
+REPO = pathlib.Path(__file__).resolve().parents[1]  # the checkout this package lives in
+CONFIG_DIR = REPO / 'experiments' / 'configs'
+SCRIPT = REPO / 'scripts' / 'bench.py'  # the entry point, also of the worker processes
 
 
 def bench_config(name: str):

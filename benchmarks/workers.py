@@ -1,4 +1,4 @@
-"""The measurements, each run by ``python -m resflax.bench --worker KIND`` in a process of its own.
+"""The measurements, each run by ``python scripts/bench.py --worker KIND`` in a process of its own.
 
 One process per (framework, model) keeps Keras' backend choice (fixed at import) apart and gives
 each its own peak RSS. Every worker returns a JSON-able dict; ``run`` adds the process's peak RSS.
@@ -21,7 +21,7 @@ import statistics
 import sys
 import time
 
-from resflax.bench import specs
+from benchmarks import specs
 
 MIB = 1024 * 1024
 
@@ -137,7 +137,7 @@ def keras_step(args) -> dict:
     raise RuntimeError(f'KERAS_BACKEND must be {backend!r} before keras is imported')
   import keras  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from resflax.bench import keras_zoo  # pylint: disable=g-import-not-at-top
+  from benchmarks import keras_zoo  # pylint: disable=g-import-not-at-top
   from resflax.keras_seeds import build_keras_model  # pylint: disable=g-import-not-at-top
   config = specs.bench_config(args.model)
   classes = specs.INPUTS[args.model][1] == 'classification'
@@ -175,7 +175,7 @@ def torch_step(args) -> dict:
   """``zero_grad; loss(model(x), y).backward(); Adam(amsgrad=...).step()``, CUDA if present."""
   t0 = time.perf_counter()
   import torch  # pylint: disable=g-import-not-at-top
-  from resflax.bench import torch_seeds, torch_zoo  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_seeds, torch_zoo  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(os.cpu_count())
   torch.manual_seed(0)
   device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')

@@ -6,7 +6,7 @@ PyTorch user writes them: NCHW images (the benchmark transposes its NHWC batch o
 Keras' settings (``momentum=0.01`` is Keras' 0.99, ``eps=1e-3``), logits out (the softmax is in the
 loss, ``nn.CrossEntropyLoss``). Initialisation is PyTorch's default: it does not change the speed.
 
-    from resflax.bench import torch_seeds
+    from benchmarks import torch_seeds
     model = torch_seeds.build('cifar10_rescnn_deep')  # takes [N, 3, 32, 32]
 
 Where a Keras ``Dense`` acts on the channel axis of a feature map (seed 000 method 1) the replica
