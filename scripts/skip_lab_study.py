@@ -345,12 +345,20 @@ def _ms(pair) -> str:
   return '-' if not math.isfinite(m) else f'{m:.4f} ± {s:.4f}'
 
 
+def analysis_minutes(sections: dict) -> float:
+  """The analyses' own seconds (each recorded in its KIND.json when it ran), in minutes."""
+  return sum(r.get('seconds') or 0 for section in sections.values()
+             for r in section.get('rows', [])) / 60
+
+
 def write_report(results: dict, out: str, quick: bool) -> str:
   sec = results['sections']
   lines = ['# The skip-connection lab', '',
            f"Written by `python scripts/skip_lab_study.py{' --quick' if quick else ''}` on "
-           f"{results['machine']} in {results['minutes']:.0f} min (training "
-           f"{results['seconds']['train'] / 60:.0f} min). Data: mnist_5k (4,000 training digits, "
+           f"{results['machine']}: this invocation {results['minutes']:.0f} min (training "
+           f"{results['seconds']['train'] / 60:.0f} min; runs and analyses already done are read "
+           f"back, not redone), the analyses' own compute {analysis_minutes(sec):.0f} min. "
+           'Data: mnist_5k (4,000 training digits, '
            '1,000 test digits; CIFAR-10 is not reachable here). Recipe: '
            f'`{CONFIG}` ({"8 steps at width 4: a smoke run, not a result" if quick else "3 epochs"}'
            '), the analyses at the sizes in `results.json` (`plan.sizes`: examples, options).', '']

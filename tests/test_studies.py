@@ -188,8 +188,9 @@ def test_cifar_net_trains_on_digits_and_the_report_uses_their_shape(data_dir, tm
   assert {k: info[k] for k in ('model', 'input_shape', 'num_outputs')} == {
       'model': 'resnet8', 'input_shape': [28, 28, 1], 'num_outputs': 10}
   summary = report.summarize(report.read_run(workdir))
-  assert summary['flops'] == costs.forward_cost('resnet8', 10, (28, 28, 1))['flops']
-  assert summary['flops'] < costs.forward_cost('resnet8', 10, (32, 32, 3))['flops']
+  kwargs = json.loads((workdir / 'config.json').read_text())['model_kwargs']  # the recipe's norm
+  assert summary['flops'] == costs.forward_cost('resnet8', 10, (28, 28, 1), kwargs)['flops']
+  assert summary['flops'] < costs.forward_cost('resnet8', 10, (32, 32, 3), kwargs)['flops']
 
 
 # --- the study scripts end to end, on a few steps (slow: `pytest -m slow`) -----------------------
