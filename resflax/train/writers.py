@@ -201,7 +201,8 @@ def check_writable(workdir: epath.Path) -> None:
   """Creates ``workdir`` if needed; one clear error if it cannot be written."""
   try:
     workdir.mkdir(parents=True, exist_ok=True)
-    probe = workdir / '.resflax_write_test'
+    # One probe per process: the processes of a multi-host run share the workdir.
+    probe = workdir / f'.resflax_write_test.{socket.gethostname()}.{os.getpid()}'
     probe.write_text('')
     probe.unlink()
   except OSError as e:
