@@ -108,15 +108,20 @@ def _rows(n, start=1):
     yield {**ROW, 'step': step, 'loss': step / 1000}
 
 
+def _write_a_row_a_second(workdir, now, num_rows):
+  """A bucket run: ``num_rows`` rows, the fake clock ``now`` one second on per row, then close."""
+  writer = writers.MetricsWriter(workdir, remote=True, flush_interval_s=60)
+  for row in _rows(num_rows):
+    now[0] += 1
+    writer.write(row)
+  writer.close()
+
+
 def test_object_store_uploads_are_linear_in_the_rows(tmp_path, bucket):
   """10 000 rows, one a second, 60 s between uploads: every row is uploaded twice (once in a part,
   once when close gathers them), in ~170 uploads; not one upload of the whole file per row."""
   fake, now = bucket
-  writer = writers.MetricsWriter(tmp_path, remote=True, flush_interval_s=60)
-  for row in _rows(10_000):
-    now[0] += 1
-    writer.write(row)
-  writer.close()
+  _write_a_row_a_second(tmp_path, now, 10_000)
   size = (tmp_path / 'metrics.jsonl').stat().st_size
   rows = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   assert [r['step'] for r in rows] == list(range(1, 10_001))  # none lost, in order
@@ -149,11 +154,7 @@ def test_object_store_rows_are_on_storage_at_each_checkpoint_flush(tmp_path, buc
 
 def test_object_store_tensorboard_files_hold_every_row(tmp_path, bucket):
   _, now = bucket
-  writer = writers.MetricsWriter(tmp_path, remote=True, flush_interval_s=60)
-  for row in _rows(150):
-    now[0] += 1
-    writer.write(row)
-  writer.close()
+  _write_a_row_a_second(tmp_path, now, 150)
   from tensorboard.backend.event_processing import event_accumulator
   assert len(list((tmp_path / 'tensorboard').iterdir())) == 3  # uploads at 60 s, 120 s, close
   events = event_accumulator.EventAccumulator(str(tmp_path / 'tensorboard'))
