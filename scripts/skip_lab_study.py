@@ -171,7 +171,10 @@ class Lab:
   def _analyse(self, kind: str, where: str, subject_fn) -> dict | None:
     path = pathlib.Path(self.out, where, f'{kind}.json')
     if path.is_file():
-      return json.loads(path.read_text())
+      try:
+        return json.loads(path.read_text())
+      except ValueError:  # cut short by a kill, or garbled: redo it
+        print(f'warning: {path} is not valid JSON; analysing again', file=sys.stderr)
     num_examples, options = self.plan['sizes'][kind]
     try:
       subject = subject_fn(num_examples)
