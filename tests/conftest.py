@@ -1,18 +1,31 @@
 """Shared fixtures: an offline tfds data_dir with mnist_5k, and a helper to run the CLI."""
 
+import atexit
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
-# Tests compile into a fresh process each time, as a first run does; tests/test_cli.py checks the
-# persistent compilation cache on its own directory.
-os.environ.setdefault('RESFLAX_COMPILATION_CACHE', 'off')
+# One persistent compilation cache for the whole test run, in a temporary directory: this process
+# and every `resflax` process that the tests start (through $RESFLAX_COMPILATION_CACHE) compile a
+# step that an earlier test compiled only once. A cached executable is the one XLA compiled, so no
+# number changes. The tests of the cache itself give it their own directory
+# (tests/test_cli.py); a test that must compile afresh sets RESFLAX_COMPILATION_CACHE=off
+# (tests/test_train.py). RESFLAX_COMPILATION_CACHE set outside (e.g. `off`) is kept.
+if 'RESFLAX_COMPILATION_CACHE' not in os.environ:
+  SESSION_CACHE = tempfile.mkdtemp(prefix='resflax-tests-jax-cache-')
+  atexit.register(shutil.rmtree, SESSION_CACHE, ignore_errors=True)
+  os.environ['RESFLAX_COMPILATION_CACHE'] = SESSION_CACHE
 
+from resflax import cli  # pylint: disable=g-import-not-at-top
 from resflax import data  # pylint: disable=g-import-not-at-top
+
+cli.enable_compilation_cache()  # in this process too, as `resflax train` does
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = REPO / 'experiments' / 'configs'
@@ -36,9 +49,15 @@ def run_cli(*args, env=None, timeout=600, check=False):
   return result
 
 
+def run_in_process(*args):
+  """``resflax ARGS`` in this process, where the test needs no process of its own (no import, and
+  the steps this process compiled before are reused); asserts exit code 0."""
+  code = cli.main([str(a) for a in args])
+  assert code == 0, f'resflax {args} exited with {code}'
+
+
 def main_in_process(capsys, *args):
   """``resflax ARGS`` in this process; returns (exit code, stdout, stderr)."""
-  from resflax import cli
   code = cli.main([str(a) for a in args])
   out = capsys.readouterr()
   return code, out.out, out.err
@@ -72,9 +91,10 @@ def short_run_args(data_dir, workdir, *extra):
 
 @pytest.fixture(scope='session')
 def reference_run(data_dir, tmp_path_factory):
-  """62 steps of the seed residual MLP in one uninterrupted single-device process."""
+  """62 steps of the seed residual MLP in one uninterrupted single-device process (this one:
+  tests/test_train.py checks that `resflax train` in a new process gives the same numbers)."""
   workdir = tmp_path_factory.mktemp('reference')
-  run_cli(*short_run_args(data_dir, workdir, '--config.num_train_steps=62'), check=True)
+  run_in_process(*short_run_args(data_dir, workdir, '--config.num_train_steps=62'))
   return workdir
 
 

@@ -1,5 +1,6 @@
 """resflax.backend: XLA:CPU convolutions on Eigen by default, the user's XLA_FLAGS never overridden."""
 
+import functools
 import os
 import subprocess
 import sys
@@ -25,6 +26,12 @@ print(mlp, repr(os.environ.get('XLA_FLAGS')), '__ynn_fusion' in hlo)
 
 
 def _probe(**env):
+  return _probe_once(tuple(sorted(env.items())))
+
+
+@functools.cache  # one process per environment: two tests probe the same ones
+def _probe_once(env):
+  env = dict(env)
   full = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', backend.ENV_OPT_OUT)}
   out = subprocess.run([sys.executable, '-c', PROBE], env={**full, **env}, capture_output=True,
                        text=True, timeout=300, check=True).stdout.strip().splitlines()[-1]

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from conftest import (CONFIGS, error_line as _error_line, main_in_process as _main, read_metrics,
-                      run_cli, short_run_args)
+                      run_cli, run_in_process, short_run_args)
 
 MLP = str(CONFIGS / 'mnist_resmlp.py')
 
@@ -93,9 +93,9 @@ def test_batch_size_that_the_devices_do_not_divide(tmp_path, data_dir):
 def trained_run(data_dir, tmp_path_factory):
   """Two epochs of mnist_5k with a checkpoint after each (31 and 62)."""
   workdir = tmp_path_factory.mktemp('trained') / 'run'
-  run_cli('train', '--config', MLP, '--config.dataset=mnist_5k', f'--config.data_dir={data_dir}',
-          '--config.num_epochs=2', '--config.checkpoint_min_interval_s=0', '--workdir', workdir,
-          check=True)
+  run_in_process('train', '--config', MLP, '--config.dataset=mnist_5k',
+                 f'--config.data_dir={data_dir}', '--config.num_epochs=2',
+                 '--config.checkpoint_min_interval_s=0', '--workdir', workdir)
   return workdir
 
 

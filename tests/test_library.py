@@ -21,7 +21,7 @@ from resflax import config as config_lib
 from resflax import models
 from resflax.errors import ConfigError, ResflaxError, ShapeMismatchError, UnknownNameError
 
-from conftest import CONFIGS, REPO, run_cli
+from conftest import CONFIGS, REPO, main_in_process, run_cli
 
 EXAMPLE = REPO / 'examples' / 'my_block'
 
@@ -226,18 +226,19 @@ def test_load_of_a_directory_that_is_not_a_run_is_one_line(tmp_path):
     resflax.load(tmp_path)
 
 
-def test_resflax_models_lists_presets_with_sources_and_sizes(user_package):
+def test_resflax_models_lists_presets_with_sources_and_sizes(user_package, capsys):
   result = run_cli('models', 'mnist_resmlp', 'gated_mlp', '--imports', 'my_block',
                    env=_example_env(), check=True)
   assert '| mnist_resmlp | classification | 784 | 235,402 |' in result.stdout
   assert 'seed 002 In[2]' in result.stdout
   assert re.search(r'\| gated_mlp \| classification \| 28x28x1 \| [\d,]+ \| depth=3, width=128 \| '
                    r'2002.05202', result.stdout), result.stdout
-  bad = run_cli('models', 'no_such_model')
-  assert bad.returncode == 2 and "unknown model 'no_such_model'" in bad.stderr
+  code, _, err = main_in_process(capsys, 'models', 'no_such_model')
+  assert code == 2 and "unknown model 'no_such_model'" in err
 
 
-def test_the_example_block_trains_evaluates_reports_and_predicts(data_dir, tmp_path, monkeypatch):
+def test_the_example_block_trains_evaluates_reports_and_predicts(capsys, data_dir, tmp_path,
+                                                                 monkeypatch):
   """docs/library.md "Your own model": one file of the user's own plus a config."""
   env, workdir = _example_env(), tmp_path / 'my_block'
   config = EXAMPLE / 'config.py'
@@ -245,21 +246,26 @@ def test_the_example_block_trains_evaluates_reports_and_predicts(data_dir, tmp_p
                     f'--config.data_dir={data_dir}', '--config.progress=none', env=env, check=True)
   final = float(re.search(r'^final .*accuracy=([\d.]+)', trained.stdout, re.M).group(1))
   assert final > 0.8  # one epoch of mnist_5k
-  evaluated = run_cli('eval', '--workdir', workdir, env=env, check=True)
-  accuracy = float(re.search(r'accuracy=([\d.]+)', evaluated.stdout).group(1))
-  assert accuracy == pytest.approx(final, abs=1e-4)
-  summary = run_cli('summary', '--config', config, f'--config.data_dir={data_dir}', env=env,
-                    check=True)
-  assert 'GEGLUBody' in summary.stdout and 'trainable_params=' in summary.stdout
-  report = run_cli('report', workdir, '--out', tmp_path / 'report', env=env, check=True)
-  table = (tmp_path / 'report' / 'report.md').read_text()
-  params = int(re.search(r'trainable_params=(\d+)', summary.stdout).group(1))
-  assert f'| my_block | my_block:GatedMLP | mnist_5k | 0 | {params:,} |' in table, report.stdout
-  # The same run from Python: predict on the test split agrees with eval's accuracy. (Importing
-  # the example registers its preset: on a copy of the registry, undone after the test.)
+  # eval, summary, report and predict in this process, with the example on its path as
+  # PYTHONPATH puts it for `resflax train` above. (Importing the example registers its preset: on
+  # a copy of the registry, undone after the test.)
   monkeypatch.syspath_prepend(str(EXAMPLE))
   monkeypatch.setattr(models, 'MODELS', dict(models.MODELS))
   monkeypatch.delitem(sys.modules, 'my_block', raising=False)
+  code, evaluated, err = main_in_process(capsys, 'eval', '--workdir', workdir)
+  assert code == 0, err
+  accuracy = float(re.search(r'accuracy=([\d.]+)', evaluated).group(1))
+  assert accuracy == pytest.approx(final, abs=1e-4)
+  code, summary, err = main_in_process(capsys, 'summary', '--config', config,
+                                       f'--config.data_dir={data_dir}')
+  assert code == 0, err
+  assert 'GEGLUBody' in summary and 'trainable_params=' in summary
+  code, report, err = main_in_process(capsys, 'report', workdir, '--out', tmp_path / 'report')
+  assert code == 0, err
+  table = (tmp_path / 'report' / 'report.md').read_text()
+  params = int(re.search(r'trainable_params=(\d+)', summary).group(1))
+  assert f'| my_block | my_block:GatedMLP | mnist_5k | 0 | {params:,} |' in table, report
+  # The same run from Python: predict on the test split agrees with eval's accuracy.
   run = resflax.load(workdir)
   test = tfds.as_numpy(tfds.builder('mnist_5k', data_dir=data_dir).as_dataset(
       'test', batch_size=-1))

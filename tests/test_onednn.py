@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import CONFIGS, load_checkpoint, read_metrics, run_cli
+from conftest import CONFIGS, load_checkpoint, read_metrics, run_cli, run_in_process
 from resflax.errors import ConfigError
 from resflax.ops import onednn
 
@@ -149,15 +149,15 @@ def _cnn_args(data_dir, workdir, *extra):
 @pytest.fixture(scope='module')
 def onednn_run(data_dir, tmp_path_factory):
   workdir = tmp_path_factory.mktemp('onednn')
-  run_cli(*_cnn_args(data_dir, workdir, '--config.num_train_steps=6', '--config.conv_impl=onednn'),
-          check=True)
+  run_in_process(*_cnn_args(data_dir, workdir, '--config.num_train_steps=6',
+                            '--config.conv_impl=onednn'))
   return workdir
 
 
 @needs_onednn
 def test_training_matches_xla_and_records_the_backend(onednn_run, data_dir, tmp_path):
-  run_cli(*_cnn_args(data_dir, tmp_path, '--config.num_train_steps=6', '--config.conv_impl=xla'),
-          check=True)
+  run_in_process(*_cnn_args(data_dir, tmp_path, '--config.num_train_steps=6',
+                            '--config.conv_impl=xla'))
   ours, xla = read_metrics(onednn_run), read_metrics(tmp_path)
   assert [r['step'] for r in ours] == [r['step'] for r in xla]
   for a, b in zip(ours, xla):

@@ -22,7 +22,8 @@ import chex
 import numpy as np
 import pytest
 
-from conftest import REPO, load_checkpoint, read_metrics, run_cli, short_run_args
+from conftest import (REPO, load_checkpoint, read_metrics, run_cli, run_in_process,
+                      short_run_args)
 
 RTOL = 1e-4
 CURVE_STEPS = 20
@@ -161,7 +162,7 @@ def test_sigkill_at_a_random_moment_then_resume_is_bit_exact(reference_run, data
   where = f'step {kill_step} + {delay * 1e3:.0f} ms'
   assert proc.returncode == -signal.SIGKILL, f'{where}: {proc.stderr[-3000:]}'
   assert any(p.name.isdigit() for p in (tmp_path / 'checkpoints').iterdir()), where  # 10, 20, ...
-  run_cli(*args, check=True)
+  run_in_process(*args)  # the resume: another process than the killed one
   assert read_metrics(tmp_path) == read_metrics(reference_run), where
   assert_same_params(load_checkpoint(tmp_path / 'checkpoints' / '62'),
                      load_checkpoint(reference_run / 'checkpoints' / '62'))
@@ -209,7 +210,7 @@ def test_sigterm_saves_the_current_step_and_exits_0(reference_run, data_dir, tmp
   assert 'final preempted_at_step=32' in proc.stdout
   saved = sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit())
   assert saved == [31, 32]
-  run_cli(*args, check=True)
+  run_in_process(*args)
   assert read_metrics(tmp_path) == read_metrics(reference_run)
   assert_same_params(load_checkpoint(tmp_path / 'checkpoints' / '62'),
                      load_checkpoint(reference_run / 'checkpoints' / '62'))

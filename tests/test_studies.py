@@ -16,7 +16,7 @@ from resflax.models import shortcut_study
 from resflax.train import state as state_lib
 from resflax.train import steps
 
-from conftest import CONFIGS, run_cli
+from conftest import CONFIGS, run_in_process
 
 
 def _init(name, shape, num_outputs=10):
@@ -180,10 +180,10 @@ def test_train_step_cost_reports_time_and_memory():
 
 def test_cifar_net_trains_on_digits_and_the_report_uses_their_shape(data_dir, tmp_path):
   workdir = tmp_path / 'resnet8'
-  run_cli('train', '--config', CONFIGS / 'resnet_cifar.py', '--config.model=resnet8',
-          '--config.dataset=mnist_5k', f'--config.data_dir={data_dir}', '--config.num_train_steps=3',
-          '--config.batch_size=32', '--config.augment_flip=false', '--config.progress=none',
-          '--workdir', workdir, check=True)
+  run_in_process('train', '--config', CONFIGS / 'resnet_cifar.py', '--config.model=resnet8',
+                 '--config.dataset=mnist_5k', f'--config.data_dir={data_dir}',
+                 '--config.num_train_steps=3', '--config.batch_size=32',
+                 '--config.augment_flip=false', '--config.progress=none', '--workdir', workdir)
   info = json.loads((workdir / 'model.json').read_text())
   assert {k: info[k] for k in ('model', 'input_shape', 'num_outputs')} == {
       'model': 'resnet8', 'input_shape': [28, 28, 1], 'num_outputs': 10}

@@ -8,7 +8,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from conftest import CONFIGS, load_checkpoint, read_metrics, run_cli, short_run_args
+from conftest import (CONFIGS, load_checkpoint, main_in_process, read_metrics, run_cli,
+                      short_run_args)
 from resflax import config as config_lib
 from resflax import train
 from resflax.errors import NonFiniteLossError
@@ -17,12 +18,15 @@ from resflax.train import steps
 QUICKSTART_FLOOR = 0.85  # measured 0.889 (seed 0); the seed's Keras model: 0.885 (docs/experiments.md)
 
 
-def test_quickstart_reaches_the_accuracy_floor(data_dir, tmp_path):
-  """The README quick start, offline on mnist_5k: 10 epochs, prints the test accuracy."""
-  result = run_cli('train', '--config', CONFIGS / 'mnist_resmlp.py', '--config.dataset=mnist_5k',
-                   f'--config.data_dir={data_dir}', '--workdir', tmp_path / 'quickstart', check=True)
-  final = re.search(r'^final step=(\d+) accuracy=([0-9.]+)', result.stdout, re.M)
-  assert final, result.stdout[-2000:]
+def test_quickstart_reaches_the_accuracy_floor(capsys, data_dir, tmp_path):
+  """The README quick start, offline on mnist_5k: 10 epochs, prints the test accuracy. (In this
+  process: `resflax train` in a new one is test_same_command_twice_gives_identical_metrics.)"""
+  code, out, err = main_in_process(capsys, 'train', '--config', CONFIGS / 'mnist_resmlp.py',
+                                   '--config.dataset=mnist_5k', f'--config.data_dir={data_dir}',
+                                   '--workdir', tmp_path / 'quickstart')
+  assert code == 0, err[-2000:]
+  final = re.search(r'^final step=(\d+) accuracy=([0-9.]+)', out, re.M)
+  assert final, out[-2000:]
   assert int(final.group(1)) == 310  # 10 epochs x (4000 // 128) steps
   assert float(final.group(2)) >= QUICKSTART_FLOOR
   rows = read_metrics(tmp_path / 'quickstart')
@@ -35,7 +39,10 @@ def test_quickstart_reaches_the_accuracy_floor(data_dir, tmp_path):
 
 
 def test_same_command_twice_gives_identical_metrics(reference_run, data_dir, tmp_path):
-  run_cli(*short_run_args(data_dir, tmp_path, '--config.num_train_steps=62'), check=True)
+  """`resflax train` in a new process, compiling its steps afresh (no persistent cache), repeats
+  the reference run bit for bit."""
+  run_cli(*short_run_args(data_dir, tmp_path, '--config.num_train_steps=62'),
+          env={'RESFLAX_COMPILATION_CACHE': 'off'}, check=True)
   rows = read_metrics(tmp_path)
   assert len(rows) > 10
   assert rows == read_metrics(reference_run)
@@ -95,11 +102,22 @@ def test_epoch_end_saves_wait_for_the_min_interval_and_logs_do_not(data_dir, tmp
   assert read_metrics(tmp_path / 'floor') == read_metrics(tmp_path / 'every')
 
 
+@pytest.fixture(scope='module')
+def one_epoch(data_dir, tmp_path_factory):
+  """(workdir, last eval) of one epoch (31 steps) of the seed MLP in float32 with the default
+  loss: trained once, read by the loss and the bfloat16 tests."""
+  workdir = tmp_path_factory.mktemp('one_epoch')
+  return workdir, train.train_and_evaluate(_config(data_dir, num_train_steps=31), workdir)
+
+
 @pytest.mark.parametrize('loss', steps.LOSSES[:2])
-def test_classification_losses_learn(data_dir, tmp_path, loss):
+def test_classification_losses_learn(data_dir, tmp_path, loss, request):
   """Both classification losses (the default and the seeds' exact one) reduce the eval loss."""
-  result = train.train_and_evaluate(
-      _config(data_dir, loss=loss, num_train_steps=31, batch_size=128), tmp_path)
+  if loss == _config(data_dir).loss:  # the default: the shared run
+    tmp_path, result = request.getfixturevalue('one_epoch')
+  else:
+    result = train.train_and_evaluate(
+        _config(data_dir, loss=loss, num_train_steps=31, batch_size=128), tmp_path)
   assert result['accuracy'] > 0.2  # chance is 0.1; one epoch of mnist_5k
   rows = read_metrics(tmp_path)
   assert rows[-1]['split'] == 'eval' and rows[-1]['step'] == 31
@@ -195,12 +213,12 @@ def test_auto_keeps_small_splits_on_the_device(data_dir):
   assert not feed.keeps_data_on_device(_config(data_dir), exp.data, pmap=True)
 
 
-def test_bfloat16_run_keeps_float32_state_and_learns(data_dir, tmp_path):
+def test_bfloat16_run_keeps_float32_state_and_learns(data_dir, tmp_path, one_epoch):
   """--config.dtype=bfloat16: activations in bf16 (other numbers than float32's, as good), the
   checkpointed state in float32."""
   bf16 = train.train_and_evaluate(_config(data_dir, dtype='bfloat16', num_train_steps=31),
                                   tmp_path / 'bf16')
-  fp32 = train.train_and_evaluate(_config(data_dir, num_train_steps=31), tmp_path / 'fp32')
+  _, fp32 = one_epoch  # the same run in float32
   assert bf16['loss'] != fp32['loss'] and bf16['loss'] < np.log(10)  # below chance
   assert bf16['accuracy'] == pytest.approx(fp32['accuracy'], abs=0.1)  # measured 0.273 / 0.262
   saved = load_checkpoint(tmp_path / 'bf16' / 'checkpoints' / '31')
@@ -224,10 +242,10 @@ def test_a_run_on_a_cached_small_split_never_imports_tensorflow(data_dir, tmp_pa
           'c = config.load(sys.argv[1]); '
           'c.update(dataset="mnist_5k", data_dir=sys.argv[2], progress="none", num_train_steps=3); '
           'train.train_and_evaluate(c, sys.argv[3]); print("tensorflow" in sys.modules)')
-  runs = [subprocess.run([sys.executable, '-c', code, str(CONFIGS / 'mnist_resmlp.py'), data_dir,
-                          str(tmp_path / name)], capture_output=True, text=True, check=True)
-          for name in ('first', 'second')]
-  assert runs[1].stdout.strip() == 'False', runs[1].stderr[-2000:]
+  train.train_and_evaluate(_config(data_dir, num_train_steps=3), tmp_path / 'first')  # fills it
+  second = subprocess.run([sys.executable, '-c', code, str(CONFIGS / 'mnist_resmlp.py'), data_dir,
+                           str(tmp_path / 'second')], capture_output=True, text=True, check=True)
+  assert second.stdout.strip() == 'False', second.stderr[-2000:]
   assert read_metrics(tmp_path / 'first') == read_metrics(tmp_path / 'second')
 
 
