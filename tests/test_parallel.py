@@ -30,7 +30,10 @@ CURVE_STEPS = 20
 
 
 def devices(n):
-  return {'XLA_FLAGS': f'--xla_force_host_platform_device_count={n}'}
+  """``run_cli``'s ``env`` for a process with ``n`` CPU devices (and this run's other XLA flags)."""
+  flags = ' '.join(f for f in os.environ.get('XLA_FLAGS', '').split()
+                   if not f.startswith('--xla_force_host_platform_device_count'))
+  return {'XLA_FLAGS': f'{flags} --xla_force_host_platform_device_count={n}'.strip()}
 
 
 def assert_same_curve(rows, reference, rtol=RTOL, steps=CURVE_STEPS):

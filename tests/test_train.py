@@ -1,6 +1,9 @@
 """The training loop end to end: accuracy on real digits, determinism, resume, NaN stop."""
 
+import os
 import re
+import subprocess
+import sys
 
 import chex
 import jax
@@ -8,8 +11,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from conftest import (CONFIGS, load_checkpoint, main_in_process, read_metrics, run_cli,
-                      short_run_args)
+from conftest import (CONFIGS, load_checkpoint, main_in_process, production_xla_env,
+                      read_metrics, run_cli, short_run_args)
 from resflax import config as config_lib
 from resflax import train
 from resflax.errors import NonFiniteLossError
@@ -161,30 +164,37 @@ def test_block_metrics_measure_gradient_flow_per_block():
 
 # --- how batches reach the step (resflax/train/feed.py): the same numbers either way -------------
 
-def _augmented_cnn_run(data_dir, workdir, **overrides):
-  """A CIFAR net on digits with the CIFAR recipe's crop, flip and normalisation."""
+def _augmented_cnn_runs(data_dir, *runs):
+  """``runs``: ``(workdir, overrides)`` of a CIFAR net on digits with the CIFAR recipe's crop, flip
+  and normalisation, one after the other in one `resflax` process that compiles as a user's run
+  does (the bit-for-bit claim is about those; conftest)."""
   settings = dict(model='resnet8', batch_size=32, num_train_steps=16, log_every_steps=5,
                   checkpoint_every_steps=8, augment_crop_padding=4, augment_flip=True,
-                  normalize=True)
-  config = _config(data_dir, **{**settings, **overrides})
-  return train.train_and_evaluate(config, workdir)
+                  normalize=True, dataset='mnist_5k', data_dir=data_dir, progress='none')
+  commands = [['train', '--config', str(CONFIGS / 'mnist_resmlp.py'), '--workdir', str(workdir),
+               *(f'--config.{k}={v}' for k, v in {**settings, **overrides}.items())]
+              for workdir, overrides in runs]
+  code = f'import sys\nfrom resflax import cli\nfor c in {commands!r}:\n  cli.main(c) and sys.exit(1)'
+  result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3', **production_xla_env()})
+  assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_data_on_device_changes_no_number(data_dir, tmp_path):
   """tf.data == the split on the device, bit for bit; a run resumed with the other feed too."""
-  _augmented_cnn_run(data_dir, tmp_path / 'host', data_on_device='off')
-  _augmented_cnn_run(data_dir, tmp_path / 'device', data_on_device='on')
+  resumed = tmp_path / 'resumed'
+  _augmented_cnn_runs(data_dir, (tmp_path / 'host', dict(data_on_device='off')),
+                      (tmp_path / 'device', dict(data_on_device='on')),
+                      (resumed, dict(data_on_device='on', num_train_steps=8)),
+                      (resumed, dict(data_on_device='off')))
   assert read_metrics(tmp_path / 'device') == read_metrics(tmp_path / 'host')
   chex.assert_trees_all_equal(load_checkpoint(tmp_path / 'device' / 'checkpoints' / '16'),
-                    load_checkpoint(tmp_path / 'host' / 'checkpoints' / '16'))
-  resumed = tmp_path / 'resumed'
-  _augmented_cnn_run(data_dir, resumed, data_on_device='on', num_train_steps=8)
-  _augmented_cnn_run(data_dir, resumed, data_on_device='off')
-  # The first call ended at step 8, with an eval row there; every other row is the same.
+                              load_checkpoint(tmp_path / 'host' / 'checkpoints' / '16'))
+  # The first run of `resumed` ended at step 8, with an eval row there; every other row is the same.
   assert ([r for r in read_metrics(resumed) if r['step'] != 8 or r['split'] == 'train']
           == read_metrics(tmp_path / 'host'))
   chex.assert_trees_all_equal(load_checkpoint(resumed / 'checkpoints' / '16'),
-                    load_checkpoint(tmp_path / 'host' / 'checkpoints' / '16'))
+                              load_checkpoint(tmp_path / 'host' / 'checkpoints' / '16'))
 
 
 @pytest.mark.parametrize('overrides, match', [
