@@ -198,3 +198,14 @@ def test_persistent_compilation_cache_serves_the_custom_calls(data_dir, tmp_path
   run_cli(*args('b'), env=env, check=True)
   assert sorted(p.name for p in (tmp_path / 'cache').iterdir()) == entries  # all hits
   assert read_metrics(tmp_path / 'a') == read_metrics(tmp_path / 'b')
+
+
+@needs_onednn
+def test_an_analysis_of_a_onednn_run_runs_on_xla_convolutions(onednn_run, tmp_path):
+  """The Hessian's H v is forward-over-reverse (``jax.jvp`` of ``jax.grad``), which the oneDNN op
+  does not define: the analyses apply the model itself, on XLA's convolutions, whatever
+  ``conv_impl`` trained it."""
+  run_in_process('analyze', 'hessian', '--workdir', onednn_run, '--out', tmp_path,
+                 '--num_examples', '32')
+  result = json.loads((tmp_path / 'hessian.json').read_text())
+  assert result['top_eigenvalues'] and np.all(np.isfinite(result['top_eigenvalues']))
