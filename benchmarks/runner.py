@@ -341,8 +341,9 @@ def format_report(report: dict) -> str:
   for fw in frameworks:
     b = next((cell(m, fw)['backend'] for m in models if cell(m, fw).get('backend')), None)
     if b:
+      impl = f", conv_impl={b['conv_impl']}" if 'conv_impl' in b else ''
       out.append(f"{SHORT[fw]}: XLA_FLAGS={b['xla_flags'] or '(none)'!r}, XLA:CPU convolutions "
-                 f"on {b.get('xla_cpu_convolutions', '-')}, conv_impl={b.get('conv_impl')}.")
+                 f"on {b.get('xla_cpu_convolutions', '-')}{impl}.")
   if any(len(cell(m, fw).get('rounds_ms', ())) > 1 for m in models for fw in frameworks):
     out.append('Each time is the median of the rounds, in which the frameworks took turns.')
   for note in report.get('notes', []):

@@ -154,16 +154,17 @@ def keras_step(args) -> dict:
     labels = np.eye(specs.NUM_CLASSES, dtype=np.float32)[labels]
   x, y = keras.ops.convert_to_tensor(images), keras.ops.convert_to_tensor(labels)
   result = time_steps(lambda: model.train_on_batch(x, y), **_timing(args))
-  device = 'cpu'
-  if backend == 'jax':
+  device, flags = 'cpu', {}
+  if backend == 'jax':  # the same XLA as resflax's: record its flags (they moved with `import resflax`)
     import jax  # pylint: disable=g-import-not-at-top
-    device = str(jax.devices()[0].device_kind)
+    from resflax import backend as backend_lib  # pylint: disable=g-import-not-at-top
+    device, flags = str(jax.devices()[0].device_kind), {'backend': backend_lib.describe()}
   else:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     device = 'gpu' if tf.config.list_logical_devices('GPU') else 'cpu'
   return {**result, 'first_step_s': _first_step_s(result, t0), 'device': device,
           'mode': f'train_on_batch, jit_compile={model.jit_compile}',
-          'optimizer': specs.optimizer_name(config), 'loss': model.loss,
+          'optimizer': specs.optimizer_name(config), 'loss': model.loss, **flags,
           'versions': {'keras': keras.__version__, backend: _version(backend)}}
 
 
