@@ -60,14 +60,28 @@ def production_xla_env() -> dict[str, str]:
   return {'XLA_FLAGS': ' '.join(f for f in flags if f not in FAST_COMPILE_XLA_FLAGS)}
 
 
+def _python(argv, what, env, timeout, check):
+  """``python ARGV`` in a new process from the checkout (quiet TensorFlow, ``env`` on top of this
+  one's); returns the CompletedProcess (text output)."""
+  full_env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3', **(env or {})}
+  result = subprocess.run([sys.executable, *argv], cwd=REPO, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+  if check and result.returncode != 0:
+    raise AssertionError(f'{what} failed ({result.returncode}):\n{result.stderr[-3000:]}')
+  return result
+
+
 def run_cli(*args, env=None, timeout=600, check=False):
   """``resflax ARGS`` in a new process; returns the CompletedProcess (text output)."""
-  full_env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3', **(env or {})}
-  result = subprocess.run([sys.executable, '-m', 'resflax.cli', *map(str, args)], cwd=REPO,
-                          env=full_env, capture_output=True, text=True, timeout=timeout)
-  if check and result.returncode != 0:
-    raise AssertionError(f'resflax {args} failed ({result.returncode}):\n{result.stderr[-3000:]}')
-  return result
+  return _python(['-m', 'resflax.cli', *map(str, args)], f'resflax {args}', env, timeout, check)
+
+
+def run_cli_commands(*commands, env=None, timeout=600):
+  """Several ``resflax`` commands (each a sequence of arguments), one after the other in one new
+  process (it compiles each step once); stops at the first that fails, and asserts none did."""
+  commands = [[str(a) for a in c] for c in commands]
+  code = f'import sys\nfrom resflax import cli\nfor c in {commands!r}:\n  cli.main(c) and sys.exit(1)'
+  _python(['-c', code], f'resflax {commands}', env, timeout, check=True)
 
 
 def run_in_process(*args):

@@ -1,9 +1,6 @@
 """The training loop end to end: accuracy on real digits, determinism, resume, NaN stop."""
 
-import os
 import re
-import subprocess
-import sys
 
 import chex
 import jax
@@ -12,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import (CONFIGS, load_checkpoint, main_in_process, production_xla_env,
-                      read_metrics, run_cli, short_run_args)
+                      read_metrics, run_cli, run_cli_commands, short_run_args)
 from resflax import config as config_lib
 from resflax import train
 from resflax.errors import NonFiniteLossError
@@ -171,13 +168,9 @@ def _augmented_cnn_runs(data_dir, *runs):
   settings = dict(model='resnet8', batch_size=32, num_train_steps=16, log_every_steps=5,
                   checkpoint_every_steps=8, augment_crop_padding=4, augment_flip=True,
                   normalize=True, dataset='mnist_5k', data_dir=data_dir, progress='none')
-  commands = [['train', '--config', str(CONFIGS / 'mnist_resmlp.py'), '--workdir', str(workdir),
-               *(f'--config.{k}={v}' for k, v in {**settings, **overrides}.items())]
-              for workdir, overrides in runs]
-  code = f'import sys\nfrom resflax import cli\nfor c in {commands!r}:\n  cli.main(c) and sys.exit(1)'
-  result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                          env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3', **production_xla_env()})
-  assert result.returncode == 0, result.stderr[-3000:]
+  run_cli_commands(*(['train', '--config', CONFIGS / 'mnist_resmlp.py', '--workdir', workdir,
+                      *(f'--config.{k}={v}' for k, v in {**settings, **overrides}.items())]
+                     for workdir, overrides in runs), env=production_xla_env())
 
 
 def test_data_on_device_changes_no_number(data_dir, tmp_path):
