@@ -4,7 +4,7 @@ Activations (every Conv / Dense / BatchNorm output, the sown block outputs) are 
 parameters, the BatchNorm statistics and the model output stay float32, and a bf16 model given the
 float32 model's parameters computes nearly the same outputs. One model of every model file, the
 deep ones at their smallest registered sizes; dtypes are checked on traced shapes
-(``jax.eval_shape``), only the outputs of (c) are computed.
+(``jax.eval_shape``), only the outputs of (c) are computed (``VARIANTS``' in the slow suite).
 """
 
 import functools
@@ -26,6 +26,10 @@ NAMES = ['mnist_resmlp', 'mnist_densesum_mlp', 'mnist_rescnn_deep', 'steering_co
          'dense_additive_resnet8', 'highway_resnet8',
          *(f'shortcut_study_{kind}' for kind in shortcut_study.SHORTCUTS)]
 RNGS = {'dropout': jax.random.key(1), 'stochastic_depth': jax.random.key(2)}
+# Variants of a model file's model that differ only in a shortcut or a training-time switch: their
+# computed outputs (c) are compared in the slow suite (a compile each, ~2 s); their dtypes always.
+VARIANTS = {'resnet20_b', 'resnet20_stochastic_depth',
+            *(f'shortcut_study_{kind}' for kind in shortcut_study.SHORTCUTS if kind != 'flatten_dense')}
 
 
 def _layer_outputs(module, method_name):
@@ -85,7 +89,8 @@ def test_bfloat16_activations_float32_params_stats_and_output(name):
   assert {a.dtype for _, a in _float_leaves(state['intermediates'])} == {jnp.dtype(jnp.bfloat16)}
 
 
-@pytest.mark.parametrize('name', NAMES)
+@pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.slow) if n in VARIANTS else n
+                                  for n in NAMES])
 def test_bfloat16_model_on_float32_params_is_close_to_float32(name):
   # (c) The float32 model's parameters in the bf16 model: the same outputs to bf16 accuracy.
   m32, m16, x = _setup(name)

@@ -22,8 +22,8 @@ import chex
 import numpy as np
 import pytest
 
-from conftest import (REPO, load_checkpoint, read_metrics, run_cli, run_in_process,
-                      short_run_args)
+from conftest import (REPO, load_checkpoint, read_metrics, run_cli, run_cli_commands,
+                      run_in_process, short_run_args)
 
 RTOL = 1e-4
 CURVE_STEPS = 20
@@ -64,23 +64,30 @@ def assert_same_params(a, b, rtol=None):
 
 
 @pytest.fixture(scope='module')
-def eight_device_run(data_dir, tmp_path_factory):
-  workdir = tmp_path_factory.mktemp('eight')
-  run_cli(*short_run_args(data_dir, workdir, f'--config.num_train_steps={CURVE_STEPS}'),
-          env=devices(8), check=True)
-  return workdir
+def eight_device_runs(data_dir, tmp_path_factory):
+  """The run on 8 devices with ``parallel=jit`` and with ``parallel=pmap``: {mode: workdir}, both
+  from one process with 8 CPU devices."""
+  workdirs = {mode: tmp_path_factory.mktemp(f'eight_{mode}') for mode in ('jit', 'pmap')}
+  run_cli_commands(*(short_run_args(data_dir, workdir, f'--config.num_train_steps={CURVE_STEPS}',
+                                    f'--config.parallel={mode}')
+                     for mode, workdir in workdirs.items()), env=devices(8))
+  return workdirs
+
+
+@pytest.fixture(scope='module')
+def eight_device_run(eight_device_runs):
+  return eight_device_runs['jit']
 
 
 def test_eight_devices_follow_the_one_device_curve(eight_device_run, reference_run):
   assert_same_curve(read_metrics(eight_device_run), read_metrics(reference_run))
 
 
-def test_pmap_path_matches_the_jit_path(reference_run, eight_device_run, data_dir, tmp_path):
-  run_cli(*short_run_args(data_dir, tmp_path, f'--config.num_train_steps={CURVE_STEPS}',
-                          '--config.parallel=pmap'), env=devices(8), check=True)
-  assert_same_curve(read_metrics(tmp_path), read_metrics(reference_run))
-  assert_same_params(load_checkpoint(tmp_path / 'checkpoints' / '20'),
-                     load_checkpoint(eight_device_run / 'checkpoints' / '20'), rtol=1e-4)
+def test_pmap_path_matches_the_jit_path(reference_run, eight_device_runs):
+  pmap, jit = eight_device_runs['pmap'], eight_device_runs['jit']
+  assert_same_curve(read_metrics(pmap), read_metrics(reference_run))
+  assert_same_params(load_checkpoint(pmap / 'checkpoints' / '20'),
+                     load_checkpoint(jit / 'checkpoints' / '20'), rtol=1e-4)
 
 
 def _free_port():

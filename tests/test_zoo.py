@@ -106,22 +106,31 @@ def _paper_tolerance(figure: str) -> tuple[float, float]:
   return value, max(0.01 * value, 0.5 * 10.0**-decimals * 1e6)
 
 
+def _depth(params) -> int:
+  """Depth in the paper's sense (``DEPTH``): the kernels off the projection shortcuts and gates."""
+  return len([path for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+              if path[-1].key == 'kernel' and not any(k.key in ('shortcut', 'gate') for k in path)])
+
+
+# The count and depth tests share one traced model each (tracing ResNet-1202 takes seconds).
 @pytest.mark.parametrize('name', sorted(PAPER_PARAMS))
-def test_parameter_count_matches_the_paper(name):
+def test_parameter_count_and_depth_match_the_paper(name):
   figure, with_norm, exact = PAPER_PARAMS[name]
   logits, variables = _abstract(name)
   chex.assert_shape(logits, (1, 10))
   assert _count(variables['params']) == exact
+  assert _depth(variables['params']) == DEPTH[name]
   value, tolerance = _paper_tolerance(figure)
   counted = _count(variables['params'], with_norm)
   assert abs(counted - value) <= tolerance, f'{name}: {counted:,} vs the paper\'s {figure}'
 
 
 @pytest.mark.parametrize('name', sorted(OTHER_PARAMS))
-def test_parameter_count_of_the_variants(name):
+def test_parameter_count_and_depth_of_the_variants(name):
   logits, variables = _abstract(name)
   chex.assert_shape(logits, (1, 10))
   assert _count(variables['params']) == OTHER_PARAMS[name]
+  assert _depth(variables['params']) == DEPTH[name]
 
 
 def test_option_b_adds_exactly_the_projections_and_plain_nets_drop_nothing():
@@ -130,14 +139,6 @@ def test_option_b_adds_exactly_the_projections_and_plain_nets_drop_nothing():
   for depth in (20, 56, 110):
     assert OTHER_PARAMS[f'resnet{depth}_b'] - PAPER_PARAMS[f'resnet{depth}'][2] == projections
     assert OTHER_PARAMS.get(f'plain{depth}') in (None, PAPER_PARAMS[f'resnet{depth}'][2])
-
-
-@pytest.mark.parametrize('name', ZOO)
-def test_depth_matches_the_name(name):
-  _, variables = _abstract(name)
-  kernels = [path for path, leaf in jax.tree_util.tree_leaves_with_path(variables['params'])
-             if path[-1].key == 'kernel' and not any(k.key in ('shortcut', 'gate') for k in path)]
-  assert len(kernels) == DEPTH[name]
 
 
 def test_resnext_uses_one_grouped_convolution_per_block():
