@@ -32,7 +32,10 @@ if 'RESFLAX_COMPILATION_CACHE' not in os.environ:
 FAST_COMPILE_XLA_FLAGS = ('--xla_backend_optimization_level=0',
                           '--xla_llvm_disable_expensive_passes=true',
                           '--xla_cpu_use_fusion_emitters=false')
-if os.environ.get('RESFLAX_TEST_XLA', '') != 'production':  # (once: pytest-xdist's workers inherit it)
+_TEST_XLA = os.environ.get('RESFLAX_TEST_XLA', 'fast')
+if _TEST_XLA not in ('fast', 'production'):
+  raise pytest.UsageError(f'RESFLAX_TEST_XLA={_TEST_XLA!r}: use fast (the default) or production')
+if _TEST_XLA == 'fast':  # (once: pytest-xdist's workers inherit it)
   _flags = os.environ.get('XLA_FLAGS', '').split()
   os.environ['XLA_FLAGS'] = ' '.join(_flags + [f for f in FAST_COMPILE_XLA_FLAGS if f not in _flags])
 
